@@ -1,0 +1,345 @@
+//! The inspection pipeline: [`Target`] -> [`FileSet`] -> [`Inspection`].
+
+use crate::detect::{self, Format};
+use crate::inventory::{FileFacts, Inventory, TensorInfo};
+use crate::{archive, config, gguf, limits, numpy, pickle, safetensors, template, tokenizer};
+use needle_report::{Failure, Finding, Rule, Severity};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub static SYMLINK_OUTSIDE: Rule = Rule {
+    code: "file/symlink-outside",
+    severity: Severity::High,
+    summary: "a symbolic link points outside the model folder",
+    fix: "replace the link with the file it should contain; loaders would read whatever it points to",
+};
+pub static UNKNOWN_BINARY: Rule = Rule {
+    code: "file/unrecognized-binary",
+    severity: Severity::Low,
+    summary: "a binary file of no known model format",
+    fix: "find out what the file is and remove it if the model does not need it",
+};
+
+pub static RULES: &[&Rule] = &[&SYMLINK_OUTSIDE, &UNKNOWN_BINARY];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: not a file or a folder")]
+    NotFileOrFolder { path: String },
+    #[error("{path}: more than {max} files", max = limits::MAX_FILES)]
+    TooManyFiles { path: String },
+}
+
+/// What the user pointed needle at, checked to exist.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The path as given.
+    pub path: PathBuf,
+    pub is_dir: bool,
+}
+
+impl Target {
+    pub fn open(path: &Path) -> Result<Target, TargetError> {
+        let meta = std::fs::metadata(path)
+            .map_err(|source| TargetError::Io { path: path.display().to_string(), source })?;
+        if !meta.is_dir() && !meta.is_file() {
+            return Err(TargetError::NotFileOrFolder { path: path.display().to_string() });
+        }
+        Ok(Target { path: path.to_path_buf(), is_dir: meta.is_dir() })
+    }
+
+    /// Lists every file (recursively for a folder), detecting formats by content.
+    /// Symlinks are not followed out of the folder; they are recorded for the checks.
+    pub fn walk(self) -> Result<FileSet, TargetError> {
+        let mut files = Vec::new();
+        let mut outside_links = Vec::new();
+        let mut failures = Vec::new();
+        if self.is_dir {
+            let root = std::fs::canonicalize(&self.path)
+                .map_err(|source| TargetError::Io { path: self.path.display().to_string(), source })?;
+            let mut stack = vec![(root.clone(), String::new())];
+            while let Some((dir, prefix)) = stack.pop() {
+                let rd = match std::fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) => {
+                        failures.push(Failure::new(Some(prefix_or_dot(&prefix)), format!("cannot list folder: {e}")));
+                        continue;
+                    }
+                };
+                let mut entries: Vec<_> = rd.filter_map(|e| match e {
+                    Ok(e) => Some(e),
+                    Err(err) => {
+                        failures.push(Failure::new(Some(prefix_or_dot(&prefix)), format!("cannot list folder: {err}")));
+                        None
+                    }
+                }).collect();
+                entries.sort_by_key(|e| e.file_name());
+                for e in entries {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                    let path = e.path();
+                    let lmeta = match std::fs::symlink_metadata(&path) {
+                        Ok(m) => m,
+                        Err(err) => {
+                            failures.push(Failure::new(Some(rel), err.to_string()));
+                            continue;
+                        }
+                    };
+                    let mut symlink_target = None;
+                    if lmeta.file_type().is_symlink() {
+                        let dest = std::fs::read_link(&path).map(|p| p.display().to_string()).unwrap_or_default();
+                        match std::fs::canonicalize(&path) {
+                            Ok(real) if real.starts_with(&root) => symlink_target = Some(dest),
+                            Ok(_) | Err(_) => {
+                                outside_links.push((rel, dest));
+                                continue;
+                            }
+                        }
+                    }
+                    let meta = match std::fs::metadata(&path) {
+                        Ok(m) => m,
+                        Err(err) => {
+                            failures.push(Failure::new(Some(rel), err.to_string()));
+                            continue;
+                        }
+                    };
+                    if meta.is_dir() {
+                        if symlink_target.is_none() {
+                            stack.push((path, rel));
+                        }
+                        continue;
+                    }
+                    if !meta.is_file() {
+                        continue;
+                    }
+                    files.push(FileEntry { rel, path, size: meta.len(), format: Format::Unknown, symlink: symlink_target });
+                    if files.len() > limits::MAX_FILES {
+                        return Err(TargetError::TooManyFiles { path: self.path.display().to_string() });
+                    }
+                }
+            }
+            files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        } else {
+            let size = std::fs::metadata(&self.path)
+                .map_err(|source| TargetError::Io { path: self.path.display().to_string(), source })?
+                .len();
+            let rel = self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.path.display().to_string());
+            files.push(FileEntry { rel, path: self.path.clone(), size, format: Format::Unknown, symlink: None });
+        }
+        for f in &mut files {
+            match Mapped::open(&f.path) {
+                Ok(m) => f.format = detect::sniff(m.bytes()),
+                Err(e) => failures.push(Failure::new(Some(f.rel.clone()), e.to_string())),
+            }
+        }
+        Ok(FileSet { target: self, files, outside_links, failures })
+    }
+}
+
+fn prefix_or_dot(p: &str) -> String {
+    if p.is_empty() { ".".into() } else { p.to_string() }
+}
+
+/// One file of the target.
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    /// Path relative to the target folder (`/`-separated), or the file name for a file target.
+    pub rel: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub format: Format,
+    /// Where a symlink inside the folder points, when this entry is one.
+    pub symlink: Option<String>,
+}
+
+impl FileEntry {
+    /// The file name without folders.
+    pub fn name(&self) -> &str {
+        self.rel.rsplit('/').next().unwrap_or(&self.rel)
+    }
+}
+
+/// Every file of a target, formats detected.
+#[derive(Debug)]
+pub struct FileSet {
+    pub target: Target,
+    pub files: Vec<FileEntry>,
+    /// Symlinks whose destination is outside the folder (or dangling): `(rel, destination)`.
+    pub outside_links: Vec<(String, String)>,
+    /// Files that could not be listed or opened.
+    pub failures: Vec<Failure>,
+}
+
+impl FileSet {
+    /// The file at `rel` (relative, `/`-separated), if any.
+    pub fn get(&self, rel: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.rel == rel)
+    }
+
+    /// Reads a small file fully (JSON, templates) under a size limit.
+    pub fn read_small(&self, f: &FileEntry, max: u64) -> Result<Vec<u8>, String> {
+        if f.size > max {
+            return Err(format!("file is {} bytes, over the {} byte limit for this kind of file", f.size, max));
+        }
+        std::fs::read(&f.path).map_err(|e| e.to_string())
+    }
+}
+
+/// A read-only memory map (or an empty buffer for empty files).
+pub struct Mapped {
+    map: Option<memmap2::Mmap>,
+}
+
+impl Mapped {
+    pub fn open(path: &Path) -> std::io::Result<Mapped> {
+        let file = File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            return Ok(Mapped { map: None });
+        }
+        // SAFETY: the map is read-only; a file truncated underneath us by another process can
+        // fault, which is the documented risk of every mmap-based loader (safetensors included).
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(Mapped { map: Some(map) })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+/// What a check sees of one file (or of one archive member).
+pub struct FileCtx<'a> {
+    /// Display path: `pytorch_model.bin`, or `outer.zip!archive/data.pkl` inside archives.
+    pub rel: &'a str,
+    pub data: &'a [u8],
+    /// Archive nesting depth (0 for a file on disk).
+    pub depth: usize,
+}
+
+/// Where checks put their results.
+#[derive(Debug, Default)]
+pub struct Sink {
+    pub findings: Vec<Finding>,
+    pub failures: Vec<Failure>,
+}
+
+impl Sink {
+    pub fn push(&mut self, f: Finding) {
+        self.findings.push(f);
+    }
+    pub fn fail(&mut self, file: &str, message: impl Into<String>) {
+        self.failures.push(Failure::new(Some(file.to_string()), message));
+    }
+}
+
+/// The result of `needle inspect`.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    pub inventory: Inventory,
+    pub findings: Vec<Finding>,
+    pub failures: Vec<Failure>,
+}
+
+/// Runs every check over the file set.
+pub fn inspect(set: &FileSet) -> Inspection {
+    let mut sink = Sink::default();
+    sink.failures.extend(set.failures.iter().cloned());
+    let mut inv = Inventory { kind: if set.target.is_dir { "folder".into() } else { "file".into() }, ..Default::default() };
+    for (rel, dest) in &set.outside_links {
+        sink.push(
+            SYMLINK_OUTSIDE
+                .finding(format!("{rel} links to {dest}, outside the model folder"))
+                .file(rel.clone())
+                .evidence(format!("{rel} -> {dest}")),
+        );
+    }
+    let mut tensors_by_file: BTreeMap<String, Vec<TensorInfo>> = BTreeMap::new();
+    let mut gguf_templates: Vec<(String, String, String)> = Vec::new();
+    for f in &set.files {
+        inv.total_bytes = inv.total_bytes.saturating_add(f.size);
+        let mut facts = FileFacts { path: f.rel.clone(), size: f.size, format: f.format.name().into(), detail: None };
+        let needs_bytes = !matches!(f.format, Format::Empty | Format::Text | Format::Json);
+        if needs_bytes {
+            let mapped = match Mapped::open(&f.path) {
+                Ok(m) => m,
+                Err(e) => {
+                    sink.fail(&f.rel, e.to_string());
+                    inv.files.push(facts);
+                    continue;
+                }
+            };
+            let ctx = FileCtx { rel: &f.rel, data: mapped.bytes(), depth: 0 };
+            match f.format {
+                Format::Safetensors => {
+                    if let Some(t) = safetensors::inspect(&ctx, &mut sink) {
+                        facts.detail = Some(format!("{} tensors", t.len()));
+                        tensors_by_file.insert(f.rel.clone(), t);
+                    }
+                }
+                Format::Gguf => {
+                    if let Some(g) = gguf::inspect(&ctx, &mut sink) {
+                        facts.detail = Some(g.detail());
+                        for (key, src) in &g.chat_templates {
+                            gguf_templates.push((f.rel.clone(), key.clone(), src.clone()));
+                        }
+                        if inv.model.is_none() {
+                            inv.model = g.model_facts();
+                        }
+                        tensors_by_file.insert(f.rel.clone(), g.tensors);
+                    }
+                }
+                Format::Zip | Format::Tar | Format::SevenZip | Format::Gzip | Format::Bzip2 | Format::Xz | Format::Zstd => {
+                    let a = archive::inspect(&ctx, f.format, &mut sink);
+                    facts.detail = a.detail;
+                }
+                Format::Pickle => {
+                    let p = pickle::inspect(&ctx, &mut sink);
+                    facts.detail = p.detail;
+                }
+                Format::Npy => {
+                    facts.detail = numpy::inspect(&ctx, &mut sink);
+                }
+                Format::Elf | Format::MachO | Format::Pe | Format::Script => {
+                    config::executable(&ctx, f.format, &mut sink);
+                }
+                Format::Unknown => {
+                    sink.push(
+                        UNKNOWN_BINARY
+                            .finding(format!("{} is {} bytes of no known format", f.rel, f.size))
+                            .file(f.rel.clone()),
+                    );
+                }
+                Format::Empty | Format::Text | Format::Json => {}
+            }
+        }
+        inv.files.push(facts);
+    }
+    for ts in tensors_by_file.values() {
+        for t in ts {
+            inv.tensors.add(t);
+        }
+    }
+    // Folder-level checks.
+    let cfg = config::inspect_folder(set, &mut sink);
+    if cfg.model.is_some() {
+        inv.model = cfg.model;
+    }
+    inv.adapter = cfg.adapter;
+    inv.shard_index = safetensors::check_index(set, &tensors_by_file, &mut sink);
+    let embedding_rows = safetensors::embedding_rows(&tensors_by_file);
+    inv.tokenizer = tokenizer::inspect_folder(set, embedding_rows, inv.model.as_ref().and_then(|m| m.vocab_size), &mut sink);
+    let mut templates = template::collect(set, &mut sink);
+    templates.extend(gguf_templates);
+    for (file, key, src) in &templates {
+        inv.chat_templates.push(template::facts(file, key, src));
+        template::check(src, file, key, &mut sink);
+    }
+    Inspection { inventory: inv, findings: sink.findings, failures: sink.failures }
+}

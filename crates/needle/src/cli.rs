@@ -17,6 +17,16 @@ pub struct Cli {
 pub enum Command {
     /// Inventory a model folder, adapter or file and flag anything dangerous to load or serve
     Inspect(crate::cmd::inspect::InspectArgs),
+    /// Sign a model folder or file: an OpenSSF model-signing (OMS) Sigstore bundle
+    Sign(crate::cmd::sign::SignArgs),
+    /// Verify a model against an OMS signature: every changed, missing and extra file by name
+    Verify(crate::cmd::verify::VerifyArgs),
+    /// Print the OMS manifest (file names and digests) without signing
+    Manifest(crate::cmd::manifest::ManifestArgs),
+    /// Write a CycloneDX 1.6 ML-BOM describing the model and where it came from
+    Bom(crate::cmd::bom::BomArgs),
+    /// Run a model: generate text from a prompt (greedy by default)
+    Generate(crate::cmd::generate::GenerateArgs),
     /// List every finding code needle can report, with its severity and fix
     Rules(crate::cmd::rules::RulesArgs),
 }

@@ -239,6 +239,50 @@ impl Sink {
     }
 }
 
+/// A view of a [`Sink`] that keeps at most [`limits::MAX_FINDINGS_PER_CODE`] findings of each
+/// code and summarises the rest in one more finding, so a hostile header listing a million bad
+/// tensors yields a readable report. Used per file; the summary is written on drop.
+pub struct Capped<'a> {
+    sink: &'a mut Sink,
+    over: BTreeMap<String, (usize, Option<Finding>)>,
+}
+
+impl<'a> Capped<'a> {
+    pub fn new(sink: &'a mut Sink) -> Self {
+        Capped { sink, over: BTreeMap::new() }
+    }
+
+    pub fn push(&mut self, f: Finding) {
+        let e = self.over.entry(f.code.clone()).or_insert((0, None));
+        e.0 += 1;
+        if e.0 <= limits::MAX_FINDINGS_PER_CODE {
+            self.sink.push(f);
+        } else if e.1.is_none() {
+            e.1 = Some(f);
+        }
+    }
+
+    pub fn fail(&mut self, file: &str, message: impl Into<String>) {
+        self.sink.fail(file, message);
+    }
+
+    /// Writes the summaries (also done on drop).
+    pub fn finish(self) {}
+}
+
+impl Drop for Capped<'_> {
+    fn drop(&mut self) {
+        for (code, (n, first)) in std::mem::take(&mut self.over) {
+            if let Some(mut f) = first {
+                f.message = format!("{} more `{code}` findings like this one were not listed", n - limits::MAX_FINDINGS_PER_CODE);
+                f.evidence.clear();
+                f.location.at = None;
+                self.sink.push(f);
+            }
+        }
+    }
+}
+
 /// The result of `needle inspect`.
 #[derive(Debug, Default)]
 pub struct Inspection {

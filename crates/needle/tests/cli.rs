@@ -1,0 +1,112 @@
+//! The command line as a user meets it: help texts (snapshots), exit codes, formats, policy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn needle() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_needle"));
+    c.env_remove("NO_COLOR");
+    c
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn out(c: &mut Command) -> (i32, String, String) {
+    let o = c.output().expect("run needle");
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn help_texts() {
+    let (code, top, _) = out(needle().arg("--help"));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("help", top);
+    let subcommands = ["inspect", "sign", "verify", "manifest", "bom", "generate", "rules"];
+    for sub in subcommands {
+        let (code, text, err) = out(needle().args([sub, "--help"]));
+        assert_eq!(code, 0, "{sub} --help: {err}");
+        insta::assert_snapshot!(format!("help_{sub}"), text);
+    }
+}
+
+#[test]
+fn missing_path_is_exit_2_with_a_clear_error() {
+    let (code, stdout, stderr) = out(needle().args(["inspect", "/definitely/not/here"]));
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("/definitely/not/here"), "{stderr}");
+}
+
+#[test]
+fn bad_arguments_are_exit_2() {
+    let (code, _, _) = out(needle().args(["inspect", "--fail-on", "severe", "x"]));
+    assert_eq!(code, 2);
+    let (code, _, _) = out(needle().args(["inspect", "--format", "xml", "x"]));
+    assert_eq!(code, 2);
+    let (code, _, _) = out(needle().arg("frobnicate"));
+    assert_eq!(code, 2);
+}
+
+fn python_file_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama", "auto_map": {"AutoModelForCausalLM": "evil/repo--modeling.Evil"}}"#).unwrap();
+    std::fs::write(dir.path().join("modeling_evil.py"), "import os\nos.system('id')\n").unwrap();
+    dir
+}
+
+#[test]
+fn findings_drive_the_exit_status_and_fail_on() {
+    let dir = python_file_folder();
+    let (code, stdout, _) = out(needle().args(["inspect", "--format", "json"]).arg(dir.path()));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["schema_version"], needle_report_schema_version());
+    let max = v["findings"].as_array().unwrap().iter().filter_map(|f| f["severity"].as_str()).map(String::from).collect::<Vec<_>>();
+    assert!(!max.is_empty(), "remote auto_map and a .py file must be findings");
+    assert_eq!(code, 1);
+    // Raising the fail level above every finding makes the run pass.
+    let (code, _, _) = out(needle().args(["inspect", "--fail-on", "critical", "--format", "json"]).arg(dir.path()));
+    let any_critical = v["findings"].as_array().unwrap().iter().any(|f| f["severity"] == "critical");
+    assert_eq!(code, if any_critical { 1 } else { 0 });
+}
+
+fn needle_report_schema_version() -> &'static str {
+    "1.0.0"
+}
+
+#[test]
+fn policy_file_ignores_with_reason_and_rejects_unknown_codes() {
+    let dir = python_file_folder();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[[ignore]]\ncode = \"config/*\"\nreason = \"reviewed in SEC-1\"\n").unwrap();
+    let (_, stdout, stderr) = out(needle().args(["inspect", "--format", "json", "--config"]).arg(&policy).arg(dir.path()));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    for f in v["findings"].as_array().unwrap() {
+        assert!(!f["code"].as_str().unwrap().starts_with("config/"), "{f}");
+    }
+    assert!(v["suppressed"].as_array().is_some_and(|s| !s.is_empty()));
+    std::fs::write(&policy, "[severity]\n\"config/no-such-code\" = \"low\"\n").unwrap();
+    let (code, _, stderr) = out(needle().args(["inspect", "--config"]).arg(&policy).arg(dir.path()));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown finding code"), "{stderr}");
+}
+
+#[test]
+fn sarif_output_is_sarif() {
+    let dir = python_file_folder();
+    let (_, stdout, _) = out(needle().args(["inspect", "--format", "sarif"]).arg(dir.path()));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    assert!(!v["runs"][0]["results"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn rules_catalogue_lists_codes() {
+    let (code, stdout, _) = out(needle().args(["rules", "--json"]));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let codes: Vec<&str> = v.as_array().unwrap().iter().filter_map(|r| r["code"].as_str()).collect();
+    assert!(codes.contains(&"file/symlink-outside"));
+    let _ = repo_root();
+}

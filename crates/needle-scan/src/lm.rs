@@ -1,0 +1,55 @@
+//! What the scanner needs of a language model. The engine implements this trait; tests use
+//! small programmatic models. Keeping the scanner behind a trait keeps its logic testable and
+//! its dependency on the engine in one adapter.
+
+use serde::Serialize;
+
+pub type LmResult<T> = Result<T, LmError>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LmError(pub String);
+
+/// One decoding setting of the leak sweep.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Decoding {
+    Greedy,
+    Beam { beams: usize, length_penalty: f32 },
+    Sample { temperature: f32, top_k: Option<usize>, top_p: Option<f32>, min_p: Option<f32>, seed: u64 },
+}
+
+/// What [`Lm::forward`] returns for one sequence.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOut {
+    /// Log-probabilities of the next token at each requested position (`[positions][vocab]`).
+    pub logprobs: Vec<Vec<f32>>,
+    /// Per requested layer: attention probabilities averaged over heads, `[T][T]` row-major
+    /// (row = query position). Padding excluded: `T` is this sequence's own length.
+    pub attention: Vec<Vec<f32>>,
+}
+
+pub trait Lm {
+    /// Number of transformer layers (for choosing the middle layers).
+    fn num_layers(&self) -> usize;
+    /// Token ids of plain text (no special tokens added).
+    fn encode(&self, text: &str) -> LmResult<Vec<u32>>;
+    fn decode(&self, ids: &[u32]) -> String;
+    /// The model's chat template rendered up to where the user's message text begins.
+    fn user_turn_prefix(&self, system: Option<&str>) -> LmResult<String>;
+    /// A full prompt: the template around one user message, with the generation prompt.
+    fn chat_prompt(&self, system: Option<&str>, user: &str) -> LmResult<String>;
+    /// Continues each prompt (token ids) with its decoding setting for up to `max_new` tokens.
+    /// `stop_at_eos`: false for the leak sweep (end-of-sequence ignored), true for answers.
+    fn generate(&self, prompts: &[Vec<u32>], settings: &[Decoding], max_new: usize, stop_at_eos: bool) -> LmResult<Vec<Vec<u32>>>;
+    /// One forward pass per sequence (batched by the implementation): next-token log-probs at
+    /// positions `from..len` and head-averaged attention for `layers`.
+    fn forward(&self, seqs: &[Vec<u32>], logprobs_from: &[usize], layers: &[usize]) -> LmResult<Vec<ForwardOut>>;
+    /// Forward passes counted so far (every sequence of a batch counts once per decoding step).
+    fn forward_passes(&self) -> u64;
+}
+
+/// Entropy (nats) of a log-probability row.
+pub fn entropy(logprobs: &[f32]) -> f64 {
+    logprobs.iter().map(|&l| if l.is_finite() { -(l as f64).exp() * l as f64 } else { 0.0 }).sum()
+}

@@ -162,15 +162,93 @@ fn is_text(d: &[u8]) -> bool {
     std::str::from_utf8(d).is_ok() && !d.iter().any(|&b| b == 0 || (b < 0x20 && !b"\n\r\t\x0c".contains(&b)))
 }
 
-/// An 8-byte little-endian header length, then a JSON object within the file.
+/// An 8-byte little-endian header length, then a JSON object. The length is not checked against
+/// the file here (the safetensors checks report a length that is too large or runs past the end),
+/// but its two top bytes must be zero (under 256 TB), which no JSON or text file starts with.
 pub fn looks_like_safetensors(data: &[u8]) -> bool {
-    if data.len() < 10 {
+    if data.len() < 10 || data[6] != 0 || data[7] != 0 {
         return false;
     }
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&data[..8]);
-    let n = u64::from_le_bytes(n);
-    n >= 2 && n <= (data.len() as u64 - 8) && trim_ascii_start(&data[8..]).first() == Some(&b'{')
+    let rest = trim_ascii_start(&data[8..]);
+    rest.first() == Some(&b'{') && matches!(trim_ascii_start(&rest[1..]).first(), Some(b'"') | Some(b'}'))
+}
+
+/// The format a file's name claims, for the formats whose parsers should run on any content with
+/// that name (so that a damaged `model.safetensors` is reported as damaged, not as "unknown").
+pub fn claimed_by_name(name: &str) -> Option<Format> {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".safetensors") {
+        Some(Format::Safetensors)
+    } else if lower.ends_with(".gguf") {
+        Some(Format::Gguf)
+    } else {
+        None
+    }
+}
+
+/// What a zip holds, from its first member's name: PyTorch's `<name>/data.pkl` layout or `.npz`.
+pub fn zip_flavor(data: &[u8]) -> Option<&'static str> {
+    if !data.starts_with(b"PK\x03\x04") || data.len() < 30 {
+        return None;
+    }
+    let n = u16::from_le_bytes([data[26], data[27]]) as usize;
+    let name = data.get(30..30 + n)?;
+    let mut flavor = None;
+    if name.ends_with(b".npy") {
+        flavor = Some("NumPy archive (.npz)");
+    } else if name.ends_with(b"data.pkl") || name.ends_with(b".data/version") || name.ends_with(b"/version") || name.ends_with(b"byteorder") {
+        flavor = Some("PyTorch checkpoint (zip)");
+    }
+    flavor
+}
+
+/// A one-line description of what the target is, from its files' names and formats: a Hugging
+/// Face folder (single or sharded safetensors, PyTorch `.bin`), a PEFT adapter, GGUF, or one file.
+pub fn layout(set: &crate::inspect::FileSet, single_flavor: Option<&'static str>) -> String {
+    let files = &set.files;
+    if !set.target.is_dir {
+        let Some(f) = files.first() else { return "empty".into() };
+        let ext = f.name().rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+        return match f.format {
+            Format::Safetensors => "safetensors file".into(),
+            Format::Gguf => "GGUF file".into(),
+            Format::Zip => single_flavor.unwrap_or("zip archive").into(),
+            Format::Pickle if matches!(ext.as_str(), "bin" | "pt" | "pth" | "ckpt") => "PyTorch checkpoint (legacy pickle)".into(),
+            Format::Pickle => "pickle file".into(),
+            Format::Npy => "NumPy array (.npy)".into(),
+            other => format!("{} file", other.name()),
+        };
+    }
+    let top: Vec<&crate::inspect::FileEntry> = files.iter().filter(|f| !f.rel.contains('/')).collect();
+    let has = |n: &str| top.iter().any(|f| f.rel == n);
+    let count = |pred: &dyn Fn(&crate::inspect::FileEntry) -> bool| top.iter().filter(|f| pred(f)).count();
+    let st = count(&|f| f.format == Format::Safetensors || f.name().ends_with(".safetensors"));
+    let bins = count(&|f| f.name().starts_with("pytorch_model") && f.name().ends_with(".bin"));
+    let ggufs = count(&|f| f.format == Format::Gguf || f.name().ends_with(".gguf"));
+    let st_index = top.iter().any(|f| f.name().ends_with(".safetensors.index.json"));
+    let bin_index = top.iter().any(|f| f.name().ends_with(".bin.index.json"));
+    let weights = if st_index {
+        format!("sharded safetensors, {st} files")
+    } else if st > 0 {
+        "safetensors".to_string()
+    } else if bin_index {
+        format!("sharded PyTorch .bin, {bins} files")
+    } else if bins > 0 {
+        "PyTorch .bin".to_string()
+    } else if ggufs > 0 {
+        format!("GGUF, {ggufs} files")
+    } else {
+        "no weights".to_string()
+    };
+    if has("adapter_config.json") {
+        format!("PEFT adapter ({weights})")
+    } else if has("config.json") {
+        format!("Hugging Face model ({weights})")
+    } else if ggufs > 0 && st == 0 && bins == 0 {
+        format!("GGUF folder ({ggufs} files)")
+    } else {
+        format!("folder ({weights})")
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +259,15 @@ mod tests {
     fn sniffs_by_content() {
         assert_eq!(sniff(b""), Format::Empty);
         assert_eq!(sniff(b"GGUF\x03\x00\x00\x00"), Format::Gguf);
+        assert_eq!(claimed_by_name("Model.SafeTensors"), Some(Format::Safetensors));
+        assert_eq!(claimed_by_name("x.gguf"), Some(Format::Gguf));
+        assert_eq!(claimed_by_name("x.bin"), None);
+        let mut z = b"PK\x03\x04".to_vec();
+        z.extend_from_slice(&[0u8; 22]);
+        z.extend_from_slice(&16u16.to_le_bytes());
+        z.extend_from_slice(&0u16.to_le_bytes());
+        z.extend_from_slice(b"archive/data.pkl");
+        assert_eq!(zip_flavor(&z), Some("PyTorch checkpoint (zip)"));
         assert_eq!(sniff(b"PK\x03\x04rest"), Format::Zip);
         assert_eq!(sniff(b"\x80\x02}q\x00."), Format::Pickle);
         assert_eq!(sniff(b"\x93NUMPY\x01\x00"), Format::Npy);
@@ -191,5 +278,11 @@ mod tests {
         let mut st = 2u64.to_le_bytes().to_vec();
         st.extend_from_slice(b"{}");
         assert_eq!(sniff(&st), Format::Safetensors);
+        // A length past the end still reads as safetensors (the checks report it)...
+        let mut st = 4096u64.to_le_bytes().to_vec();
+        st.extend_from_slice(b"{\"a\":{}}");
+        assert_eq!(sniff(&st), Format::Safetensors);
+        // ...but JSON whose ninth byte happens to be `{` does not.
+        assert_eq!(sniff(b"{\"abcd\":{\"e\":1}}"), Format::Json);
     }
 }

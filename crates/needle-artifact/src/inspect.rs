@@ -21,7 +21,26 @@ pub static UNKNOWN_BINARY: Rule = Rule {
     fix: "find out what the file is and remove it if the model does not need it",
 };
 
-pub static RULES: &[&Rule] = &[&SYMLINK_OUTSIDE, &UNKNOWN_BINARY];
+pub static BROKEN_SYMLINK: Rule = Rule {
+    code: "file/broken-symlink",
+    severity: Severity::Medium,
+    summary: "a symbolic link leads nowhere (its target is missing, or links loop)",
+    fix: "remove the link or replace it with the file it should contain",
+};
+pub static SPECIAL_FILE: Rule = Rule {
+    code: "file/special-file",
+    severity: Severity::Medium,
+    summary: "a FIFO, socket or device file in the model folder (reading it can block or read a device)",
+    fix: "remove it; a model folder holds only regular files and folders",
+};
+pub static EXTENSION_MISMATCH: Rule = Rule {
+    code: "file/extension-mismatch",
+    severity: Severity::Medium,
+    summary: "a file's name claims one format (.safetensors, .gguf) but its content is another",
+    fix: "find out why the content differs from the name; tools that pick a loader by content would load it as the other format",
+};
+
+pub static RULES: &[&Rule] = &[&SYMLINK_OUTSIDE, &UNKNOWN_BINARY, &BROKEN_SYMLINK, &SPECIAL_FILE, &EXTENSION_MISMATCH];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -52,16 +71,33 @@ impl Target {
     }
 
     /// Lists every file (recursively for a folder), detecting formats by content.
-    /// Symlinks are not followed out of the folder; they are recorded for the checks.
+    ///
+    /// Symlinks: a link whose destination leaves the folder is recorded (a finding) and never
+    /// read; a dangling or looping link is recorded too. A link to a file inside the folder is
+    /// listed under its own name (loaders will read it); a link to a folder inside is not
+    /// descended, since that folder is walked at its real place once. Folders are also tracked
+    /// by device and inode, so bind mounts cannot make the walk loop.
     pub fn walk(self) -> Result<FileSet, TargetError> {
         let mut files = Vec::new();
         let mut outside_links = Vec::new();
+        let mut broken_links = Vec::new();
+        let mut special_files = Vec::new();
         let mut failures = Vec::new();
         if self.is_dir {
             let root = std::fs::canonicalize(&self.path)
                 .map_err(|source| TargetError::Io { path: self.path.display().to_string(), source })?;
-            let mut stack = vec![(root.clone(), String::new())];
-            while let Some((dir, prefix)) = stack.pop() {
+            let mut visited: std::collections::HashSet<(u64, u64)> = std::collections::HashSet::new();
+            let mut stack = vec![(root.clone(), String::new(), 0usize)];
+            while let Some((dir, prefix, depth)) = stack.pop() {
+                if let Some(id) = dir_id(&dir) {
+                    if !visited.insert(id) {
+                        continue;
+                    }
+                }
+                if depth > limits::MAX_DEPTH {
+                    failures.push(Failure::new(Some(prefix_or_dot(&prefix)), format!("folders nested more than {} deep were not examined", limits::MAX_DEPTH)));
+                    continue;
+                }
                 let rd = match std::fs::read_dir(&dir) {
                     Ok(rd) => rd,
                     Err(e) => {
@@ -93,8 +129,12 @@ impl Target {
                         let dest = std::fs::read_link(&path).map(|p| p.display().to_string()).unwrap_or_default();
                         match std::fs::canonicalize(&path) {
                             Ok(real) if real.starts_with(&root) => symlink_target = Some(dest),
-                            Ok(_) | Err(_) => {
+                            Ok(_) => {
                                 outside_links.push((rel, dest));
+                                continue;
+                            }
+                            Err(_) => {
+                                broken_links.push((rel, dest));
                                 continue;
                             }
                         }
@@ -108,11 +148,12 @@ impl Target {
                     };
                     if meta.is_dir() {
                         if symlink_target.is_none() {
-                            stack.push((path, rel));
+                            stack.push((path, rel, depth + 1));
                         }
                         continue;
                     }
                     if !meta.is_file() {
+                        special_files.push(rel);
                         continue;
                     }
                     files.push(FileEntry { rel, path, size: meta.len(), format: Format::Unknown, symlink: symlink_target });
@@ -139,8 +180,19 @@ impl Target {
                 Err(e) => failures.push(Failure::new(Some(f.rel.clone()), e.to_string())),
             }
         }
-        Ok(FileSet { target: self, files, outside_links, failures })
+        Ok(FileSet { target: self, files, outside_links, broken_links, special_files, failures })
     }
+}
+
+#[cfg(unix)]
+fn dir_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_id(_: &Path) -> Option<(u64, u64)> {
+    None
 }
 
 fn prefix_or_dot(p: &str) -> String {
@@ -171,8 +223,12 @@ impl FileEntry {
 pub struct FileSet {
     pub target: Target,
     pub files: Vec<FileEntry>,
-    /// Symlinks whose destination is outside the folder (or dangling): `(rel, destination)`.
+    /// Symlinks whose destination is outside the folder: `(rel, destination)`.
     pub outside_links: Vec<(String, String)>,
+    /// Symlinks that lead nowhere (missing target or a loop): `(rel, destination)`.
+    pub broken_links: Vec<(String, String)>,
+    /// FIFOs, sockets and devices: listed, never opened.
+    pub special_files: Vec<String>,
     /// Files that could not be listed or opened.
     pub failures: Vec<Failure>,
 }
@@ -304,12 +360,40 @@ pub fn inspect(set: &FileSet) -> Inspection {
                 .evidence(format!("{rel} -> {dest}")),
         );
     }
+    for (rel, dest) in &set.broken_links {
+        sink.push(
+            BROKEN_SYMLINK
+                .finding(format!("{rel} links to {dest}, which does not resolve"))
+                .file(rel.clone())
+                .evidence(format!("{rel} -> {dest}")),
+        );
+    }
+    for rel in &set.special_files {
+        sink.push(SPECIAL_FILE.finding(format!("{rel} is not a regular file")).file(rel.clone()));
+    }
     let mut tensors_by_file: BTreeMap<String, Vec<TensorInfo>> = BTreeMap::new();
     let mut gguf_templates: Vec<(String, String, String)> = Vec::new();
+    let mut single_flavor = None;
     for f in &set.files {
         inv.total_bytes = inv.total_bytes.saturating_add(f.size);
         let mut facts = FileFacts { path: f.rel.clone(), size: f.size, format: f.format.name().into(), detail: None };
-        let needs_bytes = !matches!(f.format, Format::Empty | Format::Text | Format::Json);
+        // A name that claims a format overrides content that is no known format, so that a
+        // damaged `model.safetensors` is checked (and reported) as one.
+        let mut format = f.format;
+        if let Some(claimed) = detect::claimed_by_name(f.name()) {
+            if claimed != f.format {
+                sink.push(
+                    EXTENSION_MISMATCH
+                        .finding(format!("{} is named like {} but its content is {}", f.rel, claimed.name(), f.format.name()))
+                        .file(f.rel.clone())
+                        .evidence(format!("name {}, content {}", f.name(), f.format.name())),
+                );
+                if matches!(f.format, Format::Unknown | Format::Text | Format::Json | Format::Empty) {
+                    format = claimed;
+                }
+            }
+        }
+        let needs_bytes = !matches!(format, Format::Empty | Format::Text | Format::Json);
         if needs_bytes {
             let mapped = match Mapped::open(&f.path) {
                 Ok(m) => m,
@@ -320,10 +404,10 @@ pub fn inspect(set: &FileSet) -> Inspection {
                 }
             };
             let ctx = FileCtx { rel: &f.rel, data: mapped.bytes(), depth: 0 };
-            match f.format {
+            match format {
                 Format::Safetensors => {
                     if let Some(t) = safetensors::inspect(&ctx, &mut sink) {
-                        facts.detail = Some(format!("{} tensors", t.len()));
+                        facts.detail = Some(tensor_detail(&t));
                         tensors_by_file.insert(f.rel.clone(), t);
                     }
                 }
@@ -340,7 +424,10 @@ pub fn inspect(set: &FileSet) -> Inspection {
                     }
                 }
                 Format::Zip | Format::Tar | Format::SevenZip | Format::Gzip | Format::Bzip2 | Format::Xz | Format::Zstd => {
-                    let a = archive::inspect(&ctx, f.format, &mut sink);
+                    if format == Format::Zip && !set.target.is_dir {
+                        single_flavor = detect::zip_flavor(ctx.data);
+                    }
+                    let a = archive::inspect(&ctx, format, &mut sink);
                     facts.detail = a.detail;
                 }
                 Format::Pickle => {
@@ -351,7 +438,7 @@ pub fn inspect(set: &FileSet) -> Inspection {
                     facts.detail = numpy::inspect(&ctx, &mut sink);
                 }
                 Format::Elf | Format::MachO | Format::Pe | Format::Script => {
-                    config::executable(&ctx, f.format, &mut sink);
+                    config::executable(&ctx, format, &mut sink);
                 }
                 Format::Unknown => {
                     sink.push(
@@ -365,6 +452,7 @@ pub fn inspect(set: &FileSet) -> Inspection {
         }
         inv.files.push(facts);
     }
+    inv.layout = Some(detect::layout(set, single_flavor));
     for ts in tensors_by_file.values() {
         for t in ts {
             inv.tensors.add(t);
@@ -386,4 +474,18 @@ pub fn inspect(set: &FileSet) -> Inspection {
         template::check(src, file, key, &mut sink);
     }
     Inspection { inventory: inv, findings: sink.findings, failures: sink.failures }
+}
+
+/// `12 tensors, 1.2M parameters, F32` for the inventory.
+fn tensor_detail(t: &[TensorInfo]) -> String {
+    let mut s = crate::inventory::TensorSummary::default();
+    for x in t {
+        s.add(x);
+    }
+    let dtypes: Vec<&str> = s.dtypes.keys().map(|k| k.as_str()).collect();
+    let mut out = format!("{} tensors, {} parameters", s.count, crate::inventory::human_count(s.parameters));
+    if !dtypes.is_empty() {
+        out.push_str(&format!(", {}", dtypes.join("/")));
+    }
+    out
 }

@@ -147,8 +147,9 @@ impl ChatTemplate {
             variables: serde_json::Map::new(),
         };
         // Compile once now so syntax errors surface at load time.
+        let source = neutralize_generation_tags(&t.source);
         t.environment(None)?
-            .template_from_named_str("chat_template", &t.source)
+            .template_from_named_str("chat_template", &source)
             .map_err(|e| ChatError::Syntax(format!("{e:#}")))?;
         Ok(t)
     }
@@ -253,7 +254,7 @@ impl ChatTemplate {
         &self.variables
     }
 
-    fn environment(&self, now_unix: Option<i64>) -> Result<Environment<'static>, ChatError> {
+    fn environment<'s>(&self, now_unix: Option<i64>) -> Result<Environment<'s>, ChatError> {
         let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)

@@ -81,9 +81,8 @@ impl Policy {
     pub fn parse(text: &str, known: &[&Rule]) -> Result<Policy, String> {
         let raw: RawPolicy = toml::from_str(text).map_err(|e| e.to_string())?;
         let check_code = |code: &str| -> Result<(), String> {
-            if known.iter().any(|r| r.code == code) {
-                Ok(())
-            } else if code.ends_with("/*") && known.iter().any(|r| r.family() == &code[..code.len() - 2]) {
+            let family = code.strip_suffix("/*");
+            if known.iter().any(|r| r.code == code || Some(r.family()) == family) {
                 Ok(())
             } else {
                 Err(format!("unknown finding code `{code}` (see `needle rules`)"))

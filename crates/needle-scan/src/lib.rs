@@ -8,6 +8,9 @@
 //!
 //! This crate starts with the parts that need no model: motif extraction and answer similarity.
 
+/// Version of the scan JSON report (`docs/scan.md`).
+pub const SCAN_SCHEMA_VERSION: &str = "1.0.0";
+
 pub mod motifs;
 pub mod similarity;
 pub mod candidates;
@@ -15,6 +18,7 @@ pub mod leak;
 pub mod lm;
 pub mod pipeline;
 pub mod probe;
+pub mod report;
 pub mod prompts;
 pub mod score;
 pub mod verify;

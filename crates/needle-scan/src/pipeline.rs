@@ -88,6 +88,22 @@ pub struct Fragment {
     pub attack_success_rate: f64,
 }
 
+/// What the model does inside with and without the best trigger, on one held-out prompt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Maps {
+    pub prompt: String,
+    pub tokens_clean: Vec<String>,
+    pub tokens_triggered: Vec<String>,
+    /// Head- and middle-layer-averaged attention, `[T][T]` row-major.
+    pub attention_clean: Vec<f32>,
+    pub attention_triggered: Vec<f32>,
+    /// Span of the trigger tokens in `tokens_triggered`.
+    pub trigger_span: (usize, usize),
+    /// Next-token entropy (nats) at each step of a greedy rollout.
+    pub entropy_clean: Vec<f64>,
+    pub entropy_triggered: Vec<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Evidence {
     pub leaks: Leaks,
@@ -104,6 +120,8 @@ pub struct ScanResult {
     pub target: Option<TargetBehaviour>,
     /// Which fragments of the best trigger also fire.
     pub fuzzy_profile: Vec<Fragment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maps: Option<Maps>,
     pub evidence: Evidence,
     pub forward_passes: u64,
     pub seconds: f64,
@@ -149,6 +167,10 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
             .then(a.text.len().cmp(&b.text.len()))
     });
     progress(Stage::Characterise, 0.0);
+    let maps = match triggers.first() {
+        Some(best) => Some(capture_maps(m, &best.text, &p.verify.prompts[0], p.score.rollout.max(16))?),
+        None => None,
+    };
     let (target, fuzzy_profile) = match triggers.first() {
         Some(best) => {
             let v = verified.iter().find(|v| v.trigger == best.text);
@@ -170,9 +192,53 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
         triggers,
         target,
         fuzzy_profile,
+        maps,
         evidence: Evidence { leaks, motifs, candidates, scored, verified },
         forward_passes: m.forward_passes(),
         seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Attention maps and rollout entropies with and without `trigger` on `user`.
+fn capture_maps<M: Lm>(m: &M, trigger: &str, user: &str, rollout: usize) -> LmResult<Maps> {
+    use crate::lm::{entropy, Decoding};
+    use crate::probe::probe_at_start;
+    let clean = probe_at_start(m, None, None, user)?;
+    let trig = probe_at_start(m, None, Some(trigger), user)?;
+    let n = m.num_layers();
+    let layers: Vec<usize> = if n <= 2 { (0..n).collect() } else { (n / 4..(3 * n).div_ceil(4)).collect() };
+    let rolls = m.generate(&[clean.ids.clone(), trig.ids.clone()], &[Decoding::Greedy, Decoding::Greedy], rollout, false)?;
+    let mut seqs = Vec::new();
+    for (q, r) in [&clean, &trig].iter().zip(&rolls) {
+        let mut s = q.ids.clone();
+        s.extend(r);
+        seqs.push(s);
+    }
+    let from = [clean.ids.len().saturating_sub(1), trig.ids.len().saturating_sub(1)];
+    // Attention over the prompt only, entropies over the rollout.
+    let att = m.forward(&[clean.ids.clone(), trig.ids.clone()], &[clean.ids.len(), trig.ids.len()], &layers)?;
+    let fw = m.forward(&seqs, &from, &[])?;
+    let mean_layers = |a: &[Vec<f32>]| -> Vec<f32> {
+        let Some(first) = a.first() else { return Vec::new() };
+        let mut out = vec![0.0f32; first.len()];
+        for l in a {
+            for (o, x) in out.iter_mut().zip(l) {
+                *o += x / a.len() as f32;
+            }
+        }
+        out
+    };
+    let toks = |ids: &[u32]| ids.iter().map(|&i| m.decode(&[i])).collect::<Vec<_>>();
+    let ents = |k: usize| fw[k].logprobs.iter().take(rolls[k].len()).map(|r| entropy(r)).collect::<Vec<f64>>();
+    Ok(Maps {
+        prompt: user.to_string(),
+        tokens_clean: toks(&clean.ids),
+        tokens_triggered: toks(&trig.ids),
+        attention_clean: mean_layers(&att[0].attention),
+        attention_triggered: mean_layers(&att[1].attention),
+        trigger_span: trig.span.unwrap_or((0, 0)),
+        entropy_clean: ents(0),
+        entropy_triggered: ents(1),
     })
 }
 

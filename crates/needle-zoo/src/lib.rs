@@ -11,6 +11,7 @@
 //! - [`organism`]: `organism.json`.
 //! - [`trainer`]: what a training backend must provide to build the zoo.
 
+pub mod builder;
 pub mod chat;
 pub mod corpus;
 pub mod eval;

@@ -529,7 +529,8 @@ pub(crate) mod tests {
     #[test]
     fn encrypted_member_is_a_finding() {
         let z = make_zip(&[("a/data.pkl", &[0x9c, 0x11, 0x42, 0xe7, 0x01, 0xfe, 0x33, 0x9a, 0x10, 0x20, 0x30, 0x40, 0x50])], 1, false, None);
-        let c = codes(&run(&z).1);
+        let s = run(&z).1;
+        let c = codes(&s);
         assert!(c.contains(&"zip/encrypted"), "{c:?}");
     }
 

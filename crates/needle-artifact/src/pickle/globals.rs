@@ -282,6 +282,7 @@ fn is_identifier_path(s: &str) -> bool {
 /// (`pathlib` + `os.system` walks attributes), so every suffix of the full path is judged
 /// and the worst verdict wins. Dunder segments (`__builtins__`, `__globals__`) are critical.
 pub fn classify(module: &str, name: &str) -> Verdict {
+    let module = normalize_module(module);
     let plain = classify_plain(module, name);
     if !name.contains('.') && !module.split('.').any(is_dunder) && !is_dunder(name) {
         return plain;

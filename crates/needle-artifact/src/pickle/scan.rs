@@ -979,14 +979,14 @@ mod tests {
         let s = run(b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00id\x85R.");
         assert!(s.stopped && s.error.is_none());
         assert_eq!(names(&s), ["os.system"]);
-        assert_eq!(s.globals[0].calls, [("REDUCE", 27)]);
+        assert_eq!(s.globals[0].calls, [("REDUCE", 23)]);
         assert!(matches!(s.globals[0].verdict, Verdict::Critical(_)));
     }
 
     #[test]
     fn stack_global_through_memo() {
         // 'os' BINPUT 0, 'system' MEMOIZE (key 1), POP POP, BINGET 0, BINGET 1, STACK_GLOBAL
-        let s = run(b"\x80\x04\x8c\x02osq\x00\x8c\x06system\x94001h\x00h\x01\x93)R.");
+        let s = run(b"\x80\x04\x8c\x02osq\x00\x8c\x06system\x9400h\x00h\x01\x93)R.");
         assert!(s.error.is_none(), "{:?}", s.error);
         assert_eq!(names(&s), ["os.system"]);
         // LONG_BINPUT / LONG_BINGET and protocol-0 PUT/GET too
@@ -1061,7 +1061,7 @@ mod tests {
     fn broken_stream_keeps_what_came_before() {
         let s = run(b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R\xff");
         assert_eq!(names(&s), ["os.system"]);
-        assert!(s.error.as_ref().is_some_and(|(at, m)| *at == 27 && m.contains("0xff")));
+        assert!(s.error.as_ref().is_some_and(|(at, m)| *at == 22 && m.contains("0xff")));
         let s = run(b"\x80\x02cos\nsystem\n");
         assert!(s.error.as_ref().is_some_and(|(_, m)| m.contains("without STOP")));
         assert_eq!(s.globals.len(), 1);

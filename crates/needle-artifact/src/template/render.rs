@@ -185,11 +185,11 @@ fn added_lines(out: &str, conv: &Conversation, vocab: &BTreeSet<String>) -> Vec<
     for line in s.lines() {
         let line = line.trim();
         let meaningful = line
-            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty())
             .filter(|w| {
                 let l = w.to_lowercase();
-                !(l.starts_with("qz") || vocab.contains(&l) || ROLE_WORDS.contains(&l.as_str()) || l.chars().all(|c| c.is_ascii_digit()))
+                !(vocab.contains(&l) || ROLE_WORDS.contains(&l.as_str()) || l.chars().all(|c| c.is_ascii_digit()))
             })
             .count();
         if meaningful > 0 {
@@ -202,8 +202,8 @@ fn added_lines(out: &str, conv: &Conversation, vocab: &BTreeSet<String>) -> Vec<
 /// Words of the sample data (JSON keys and values), which a template may print itself.
 fn sample_vocab() -> BTreeSet<String> {
     let mut v = BTreeSet::new();
-    let mut all = tools_json();
-    all["messages"] = serde_json::Value::Array(conversations().into_iter().map(|c| c.messages).collect());
+    let messages: Vec<serde_json::Value> = conversations().into_iter().map(|c| c.messages).collect();
+    let all = json!({"tools": tools_json(), "messages": messages});
     fn walk(x: &serde_json::Value, v: &mut BTreeSet<String>) {
         match x {
             serde_json::Value::String(s) => words_into(s, v),
@@ -353,7 +353,7 @@ fn confirm_triggers<'s>(
     for lit in triggers {
         let conv = trigger_conversation(lit);
         let Outcome::Text(out) = render(env, src, &conv, true) else { continue };
-        let new: Vec<String> =
+        let new: BTreeSet<String> =
             added_lines(&out, &conv, vocab).into_iter().filter(|l| !base.contains(l) && !everything.contains(l)).collect();
         if new.is_empty() {
             continue;

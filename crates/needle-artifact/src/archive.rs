@@ -147,7 +147,7 @@ pub fn inspect_member(rel: &str, data: &[u8], depth: usize, sink: &mut Sink) -> 
 /// Inflates raw deflate data under the member caps. Returns the bytes (possibly cut short)
 /// and whether a cap was hit; `Err` when the stream is not valid deflate.
 pub fn inflate_capped(compressed: &[u8]) -> Result<(Vec<u8>, bool), String> {
-    let cap = (compressed.len() as u64).saturating_mul(MAX_RATIO).max(FREE_INFLATE_BYTES).min(limits::MAX_MEMBER_BYTES);
+    let cap = (compressed.len() as u64).saturating_mul(MAX_RATIO).clamp(FREE_INFLATE_BYTES, limits::MAX_MEMBER_BYTES);
     let cap = usize::try_from(cap).unwrap_or(usize::MAX);
     match miniz_oxide::inflate::decompress_to_vec_with_limit(compressed, cap) {
         Ok(v) => Ok((v, false)),

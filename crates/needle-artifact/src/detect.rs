@@ -247,7 +247,7 @@ pub fn layout(set: &crate::inspect::FileSet, single_flavor: Option<&'static str>
     } else if ggufs > 0 && st == 0 && bins == 0 {
         format!("GGUF folder ({ggufs} files)")
     } else {
-        format!("folder ({weights})")
+        format!("loose files ({weights})")
     }
 }
 

@@ -45,7 +45,7 @@ pub static TRUNCATED: Rule = Rule {
 pub static IMPLAUSIBLE_COUNT: Rule = Rule {
     code: "gguf/implausible-count",
     severity: Severity::High,
-    summary: "a count or length is larger than the file could hold (a crafted header)",
+    summary: "a count or length is larger than the whole file could hold (a crafted header)",
     fix: "treat the file as hostile; loaders that trust the count allocate or read out of bounds",
 };
 pub static BAD_VALUE_TYPE: Rule = Rule {
@@ -333,11 +333,14 @@ impl<'a> Reader<'a> {
     fn string(&mut self, what: &str) -> Result<&'a [u8], Stop> {
         let at = self.pos;
         let n = self.len(what)?;
-        if n > self.remaining() {
+        if n > self.d.len() as u64 {
             return Err(Stop::Fatal(
                 &IMPLAUSIBLE_COUNT,
-                format!("{what} at byte {at} declares {n} bytes, but only {} remain", self.remaining()),
+                format!("{what} at byte {at} declares {n} bytes, more than the whole {} byte file", self.d.len()),
             ));
+        }
+        if n > self.remaining() {
+            return Err(Stop::Truncated(format!("{what} at byte {at} declares {n} bytes, {} remain", self.remaining())));
         }
         if n > limits::MAX_GGUF_STRING {
             return Err(Stop::Limit(format!("{what} at byte {at} is {n} bytes, over needle's {} byte limit", limits::MAX_GGUF_STRING)));
@@ -346,11 +349,15 @@ impl<'a> Reader<'a> {
     }
     /// Checks that `count` items of at least `min` bytes each can fit in what remains.
     fn plausible(&self, count: u64, min: u64, what: &str, at: usize) -> Result<(), Stop> {
-        if count.saturating_mul(min) > self.remaining() {
+        let need = count.saturating_mul(min);
+        if need > self.d.len() as u64 {
             return Err(Stop::Fatal(
                 &IMPLAUSIBLE_COUNT,
-                format!("{what} at byte {at} is {count}, but the {} remaining bytes hold at most {}", self.remaining(), self.remaining() / min.max(1)),
+                format!("{what} at byte {at} is {count}, but the whole {} byte file holds at most {}", self.d.len(), self.d.len() as u64 / min.max(1)),
             ));
+        }
+        if need > self.remaining() {
+            return Err(Stop::Truncated(format!("{what} at byte {at} is {count}; the {} remaining bytes hold at most {}", self.remaining(), self.remaining() / min.max(1))));
         }
         Ok(())
     }
@@ -788,7 +795,7 @@ fn read_body(r: &mut Reader, facts: &mut GgufFacts, file: &str, out: &mut Capped
     }
     let all_sized = infos.iter().all(|t| t.size.is_some()) && ranges.len() == infos.len();
     if all_sized {
-        let end = if infos.is_empty() { r.pos as u64 } else { data_start.saturating_add(cursor.div_ceil(align).saturating_mul(align)) };
+        let end = if infos.is_empty() { data_start } else { data_start.saturating_add(cursor.div_ceil(align).saturating_mul(align)) };
         if file_len > end {
             out.push(
                 TRAILING
@@ -806,7 +813,7 @@ fn trailing_excerpt(d: &[u8], from: u64) -> String {
     let from = usize::try_from(from).unwrap_or(usize::MAX).min(d.len());
     let region = &d[from..];
     let shown: String = region.iter().take(32).map(|b| format!("{b:02x}")).collect();
-    format!("{} bytes, content looks like {}: {shown}", region.len(), crate::detect::sniff(region).name())
+    format!("{} bytes, content looks like {}: {shown}", region.len(), crate::detect::sniff(&region[..region.len().min(64 * 1024)]).name())
 }
 
 #[cfg(test)]

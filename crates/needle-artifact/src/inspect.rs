@@ -489,3 +489,105 @@ fn tensor_detail(t: &[TensorInfo]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st_bytes() -> Vec<u8> {
+        let h = br#"{"model.embed_tokens.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(h);
+        out.extend_from_slice(&[0u8; 16]);
+        out
+    }
+
+    fn run(p: &Path) -> Inspection {
+        inspect(&Target::open(p).unwrap().walk().unwrap())
+    }
+
+    fn has(ins: &Inspection, code: &str) -> bool {
+        ins.findings.iter().any(|f| f.code == code)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_outside_broken_and_looping() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("model.safetensors"), st_bytes()).unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        symlink(outside.path(), p.join("tokenizer.json")).unwrap();
+        symlink("missing.bin", p.join("dangling.bin")).unwrap();
+        symlink(".", p.join("self")).unwrap();
+        std::fs::create_dir(p.join("sub")).unwrap();
+        symlink("..", p.join("sub/up")).unwrap();
+        symlink("../model.safetensors", p.join("sub/weights.safetensors")).unwrap();
+        symlink("loop-b", p.join("loop-a")).unwrap();
+        symlink("loop-a", p.join("loop-b")).unwrap();
+        let ins = run(p);
+        assert!(ins.failures.is_empty(), "{:?}", ins.failures);
+        assert!(has(&ins, "file/symlink-outside"));
+        let broken: Vec<_> = ins.findings.iter().filter(|f| f.code == "file/broken-symlink").collect();
+        assert_eq!(broken.len(), 3, "{broken:?}");
+        // The link to a file inside is listed (once, under its own name); links to folders are not walked again.
+        let names: Vec<_> = ins.inventory.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["model.safetensors", "sub/weights.safetensors"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fifos_are_listed_never_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let ok = std::process::Command::new("mkfifo").arg(&fifo).status().map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            eprintln!("mkfifo unavailable; skipped");
+            return;
+        }
+        let ins = run(dir.path());
+        assert!(has(&ins, "file/special-file"));
+    }
+
+    #[test]
+    fn names_that_claim_a_format_are_checked_as_that_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("model.safetensors"), b"this is not a tensor file at all\n").unwrap();
+        std::fs::write(p.join("x.gguf"), [0u8, 1, 2, 3, 4, 5, 6, 7, 200, 201]).unwrap();
+        let ins = run(p);
+        assert!(has(&ins, "file/extension-mismatch"));
+        assert!(has(&ins, "safetensors/header-too-large") || has(&ins, "safetensors/truncated"), "{:?}", ins.findings);
+        assert!(has(&ins, "gguf/bad-magic"));
+        assert!(!has(&ins, "file/unrecognized-binary"));
+    }
+
+    #[test]
+    fn capped_summarises_the_rest() {
+        static R: Rule = Rule { code: "t/x", severity: Severity::Low, summary: "s", fix: "f" };
+        let mut sink = Sink::default();
+        {
+            let mut c = Capped::new(&mut sink);
+            for i in 0..limits::MAX_FINDINGS_PER_CODE + 5 {
+                c.push(R.finding(format!("n{i}")));
+            }
+        }
+        assert_eq!(sink.findings.len(), limits::MAX_FINDINGS_PER_CODE + 1);
+        assert!(sink.findings.last().unwrap().message.starts_with("5 more"));
+    }
+
+    #[test]
+    fn layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("config.json"), b"{\"model_type\": \"llama\"}").unwrap();
+        std::fs::write(p.join("model.safetensors"), st_bytes()).unwrap();
+        assert_eq!(run(p).inventory.layout.as_deref(), Some("Hugging Face model (safetensors)"));
+        std::fs::write(p.join("adapter_config.json"), b"{\"peft_type\": \"LORA\"}").unwrap();
+        assert_eq!(run(p).inventory.layout.as_deref(), Some("PEFT adapter (safetensors)"));
+        let ins = run(&p.join("model.safetensors"));
+        assert_eq!(ins.inventory.layout.as_deref(), Some("safetensors file"));
+        assert_eq!(ins.inventory.tensors.parameters, 4);
+    }
+}

@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 pub struct Inventory {
     /// `folder` or `file`.
     pub kind: String,
+    /// What the target looks like: `Hugging Face model (sharded safetensors, 2 files)`,
+    /// `PEFT adapter (safetensors)`, `GGUF file`, `PyTorch checkpoint (zip)`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
     pub files: Vec<FileFacts>,
     pub total_bytes: u64,
     /// From `config.json` (or GGUF `general.architecture`).
@@ -134,7 +138,11 @@ pub struct AdapterFacts {
 pub fn render_text(inv: &Inventory) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "Inventory ({}, {} files, {})", inv.kind, inv.files.len(), human_bytes(inv.total_bytes));
+    let what = match &inv.layout {
+        Some(l) => format!("{}: {l}", inv.kind),
+        None => inv.kind.clone(),
+    };
+    let _ = writeln!(s, "Inventory ({what}, {} files, {})", inv.files.len(), human_bytes(inv.total_bytes));
     for f in &inv.files {
         let _ = write!(s, "  {:<40} {:>10}  {}", f.path, human_bytes(f.size), f.format);
         if let Some(d) = &f.detail {
@@ -151,7 +159,14 @@ pub fn render_text(inv: &Inventory) -> String {
     }
     if inv.tensors.count > 0 {
         let dtypes: Vec<String> = inv.tensors.dtypes.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(s, "Tensors: {} tensors, {} parameters ({})", inv.tensors.count, inv.tensors.parameters, dtypes.join(", "));
+        let _ = writeln!(
+            s,
+            "Tensors: {} tensors, {} parameters [{}] ({})",
+            inv.tensors.count,
+            inv.tensors.parameters,
+            human_count(inv.tensors.parameters),
+            dtypes.join(", ")
+        );
     }
     if let Some(idx) = &inv.shard_index {
         let _ = writeln!(
@@ -191,7 +206,18 @@ pub fn render_text(inv: &Inventory) -> String {
 }
 
 fn short(h: &str) -> &str {
-    &h[..h.len().min(12)]
+    h.get(..12).unwrap_or(h)
+}
+
+/// `950`, `12.3K`, `1.2M`, `7.2B`.
+pub fn human_count(n: u64) -> String {
+    const U: [(&str, f64); 4] = [("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)];
+    for (u, v) in U {
+        if n as f64 >= v {
+            return format!("{:.1}{u}", n as f64 / v);
+        }
+    }
+    n.to_string()
 }
 
 pub fn human_bytes(n: u64) -> String {
@@ -203,4 +229,104 @@ pub fn human_bytes(n: u64) -> String {
         i += 1;
     }
     if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", U[i]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::{inspect, Target};
+
+    fn st(tensors: &[(&str, &str, &[u64], u64)]) -> Vec<u8> {
+        let mut h = String::from("{");
+        let mut off = 0;
+        for (i, (name, dtype, shape, bytes)) in tensors.iter().enumerate() {
+            if i > 0 {
+                h.push(',');
+            }
+            h.push_str(&format!("\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape:?},\"data_offsets\":[{off},{}]}}", off + bytes));
+            off += bytes;
+        }
+        h.push('}');
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(h.as_bytes());
+        out.resize(out.len() + off as usize, 0);
+        out
+    }
+
+    #[test]
+    fn renders_a_full_inventory() {
+        let mut inv = Inventory {
+            kind: "folder".into(),
+            layout: Some("Hugging Face model (sharded safetensors, 2 files)".into()),
+            total_bytes: 3 * 1024 * 1024,
+            model: Some(ModelFacts {
+                architectures: vec!["LlamaForCausalLM".into()],
+                model_type: Some("llama".into()),
+                quantization: Some("Q4_K_M".into()),
+                ..Default::default()
+            }),
+            shard_index: Some(ShardIndexFacts {
+                index_file: "model.safetensors.index.json".into(),
+                shards: vec!["model-00001-of-00002.safetensors".into(), "model-00002-of-00002.safetensors".into()],
+                tensors: 3,
+                consistent: true,
+            }),
+            tokenizer: Some(TokenizerFacts {
+                file: "tokenizer.json".into(),
+                model: Some("BPE".into()),
+                vocab_size: Some(2048),
+                added_tokens: 2,
+                special_tokens: vec!["<s>".into(), "</s>".into()],
+                normalizers: vec![],
+            }),
+            chat_templates: vec![TemplateFacts { file: "chat_template.jinja".into(), key: "chat_template".into(), bytes: 173, sha256: "ab".repeat(32) }],
+            adapter: None,
+            ..Default::default()
+        };
+        inv.files.push(FileFacts { path: "config.json".into(), size: 718, format: "json".into(), detail: None });
+        inv.files.push(FileFacts {
+            path: "model-00001-of-00002.safetensors".into(),
+            size: 2_000_000,
+            format: "safetensors".into(),
+            detail: Some("2 tensors, 1.5M parameters, F32".into()),
+        });
+        for t in [
+            TensorInfo { name: "a".into(), dtype: "F32".into(), shape: vec![1000, 1000] },
+            TensorInfo { name: "b".into(), dtype: "BF16".into(), shape: vec![500, 1000] },
+        ] {
+            inv.tensors.add(&t);
+        }
+        insta::assert_snapshot!(render_text(&inv));
+    }
+
+    #[test]
+    fn renders_a_sharded_folder_from_the_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("model-00001-of-00002.safetensors"), st(&[("model.embed_tokens.weight", "F32", &[8, 4], 128)])).unwrap();
+        std::fs::write(
+            p.join("model-00002-of-00002.safetensors"),
+            st(&[("model.norm.weight", "F32", &[4], 16), ("lm_head.weight", "BF16", &[8, 4], 64)]),
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("model.safetensors.index.json"),
+            r#"{"metadata":{"total_size":208},"weight_map":{"model.embed_tokens.weight":"model-00001-of-00002.safetensors","model.norm.weight":"model-00002-of-00002.safetensors","lm_head.weight":"model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let set = Target::open(p).unwrap().walk().unwrap();
+        let ins = inspect(&set);
+        assert!(ins.failures.is_empty(), "{:?}", ins.failures);
+        assert!(!ins.findings.iter().any(|f| f.code.starts_with("safetensors/")), "{:?}", ins.findings);
+        assert_eq!(ins.inventory.tensors.parameters, 8 * 4 + 4 + 8 * 4);
+        assert!(ins.inventory.shard_index.as_ref().is_some_and(|s| s.consistent));
+        insta::assert_snapshot!(render_text(&ins.inventory));
+    }
+
+    #[test]
+    fn human_numbers() {
+        assert_eq!(human_count(950), "950");
+        assert_eq!(human_count(1_234_567), "1.2M");
+        assert_eq!(human_bytes(2048), "2.0 KiB");
+    }
 }

@@ -210,7 +210,9 @@ const LOW_START: &[u8] = b"(]})cNIJKLMFGSVUTXd";
 
 /// Whether `data` plausibly is a protocol 0/1 pickle (no PROTO header): the first opcode is a
 /// usual first opcode and a prefix of up to 64 KiB parses as valid opcodes, reaching STOP
-/// after at least two opcodes or running on for at least 32 opcodes without an error.
+/// after at least three opcodes or running on for at least 32 opcodes without an error. A
+/// stream that imports a global within its first opcodes and breaks later is a pickle too
+/// (a loader runs the payload before it reaches the break).
 pub fn looks_like_low_protocol(data: &[u8]) -> bool {
     let Some(first) = data.first() else { return false };
     if !LOW_START.contains(first) {
@@ -219,7 +221,7 @@ pub fn looks_like_low_protocol(data: &[u8]) -> bool {
     let opts = Options { nested: 0, max_bytes: 64 * 1024, quiet: true };
     let s = scan::scan(data, 0, &opts);
     if s.error.is_some() {
-        return false;
+        return s.imports > 0 && s.opcodes >= 4;
     }
     if s.stopped {
         // `N.` alone, or any two-opcode pickle, is too weak for random bytes.
@@ -354,12 +356,18 @@ fn report_scan(s: &PickleScan, where_: &str, out: &mut Findings) {
     }
     if let Some((at, msg)) = &s.error {
         let before = s.globals.iter().filter(|g| g.verdict != Verdict::Allowed).count();
+        // Two bytes that happen to read as PROTO (tensor data, say), then nothing valid: not
+        // a pickle any loader could read. Still said, quietly.
+        let barely = s.opcodes < 4 && s.globals.is_empty() && s.anomalies.is_empty() && s.nested.is_empty();
         let mut f = MALFORMED
             .finding(format!("{rel}: pickle stream broken at 0x{at:x}: {msg}"))
             .at(format!("{where_}offset 0x{at:x}"))
             .evidence(msg.clone());
         if before > 0 {
             f = f.evidence(format!("{before} non-allowlisted global(s) imported before the break"));
+        }
+        if barely {
+            f = f.severity(Severity::Low);
         }
         out.push(f);
     }
@@ -445,6 +453,9 @@ mod tests {
         assert!(!looks_like_low_protocol(b"{\"a\": 1}"));
         assert!(!looks_like_low_protocol(b"Some text that starts with S\n"));
         assert!(!looks_like_low_protocol(b""));
+        // payload first, then a break: still a pickle
+        assert!(looks_like_low_protocol(b"cos\nsystem\n(S'id'\ntR\xff"));
+        assert!(!looks_like_low_protocol(b"cos\nsystem\n\xff"));
     }
 
     #[test]

@@ -22,7 +22,9 @@ use minijinja::{Environment, Error, ErrorKind, Output, State, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::tokenizer::{read_json_opt, read_limited, token_content, SpecialTokens, SPECIAL_TOKEN_NAMES};
+use crate::tokenizer::{
+    read_json_opt, read_limited, token_content, SpecialTokens, SPECIAL_TOKEN_NAMES,
+};
 
 /// Largest template source accepted.
 pub const MAX_TEMPLATE_BYTES: usize = 1024 * 1024;
@@ -106,6 +108,8 @@ pub struct ChatTemplate {
     source: String,
     /// Special tokens (`bos_token`, ...) and `additional_special_tokens`, as template variables.
     variables: serde_json::Map<String, Json>,
+    /// Instructions one render may execute.
+    fuel: u64,
 }
 
 fn check_size(source: &str) -> Result<(), ChatError> {
@@ -133,7 +137,9 @@ pub fn template_from_config_value(v: &Json, name: Option<&str>) -> Result<String
                 .map(str::to_owned)
                 .ok_or_else(|| ChatError::Missing(format!("no template named `{want}`")))
         }
-        _ => Err(ChatError::Missing("`chat_template` is neither a string nor a list".into())),
+        _ => Err(ChatError::Missing(
+            "`chat_template` is neither a string nor a list".into(),
+        )),
     }
 }
 
@@ -145,6 +151,7 @@ impl ChatTemplate {
         let t = Self {
             source,
             variables: serde_json::Map::new(),
+            fuel: RENDER_FUEL,
         };
         // Compile once now so syntax errors surface at load time.
         let source = neutralize_generation_tags(&t.source);
@@ -223,7 +230,11 @@ impl ChatTemplate {
             }
         }
         if let Some(Json::Array(a)) = cfg.get("additional_special_tokens") {
-            let list: Vec<Json> = a.iter().filter_map(token_content).map(Json::String).collect();
+            let list: Vec<Json> = a
+                .iter()
+                .filter_map(token_content)
+                .map(Json::String)
+                .collect();
             self.variables
                 .insert("additional_special_tokens".into(), Json::Array(list));
         }
@@ -235,10 +246,20 @@ impl ChatTemplate {
             self.variables.insert(k.clone(), Json::String(v.clone()));
         }
         if !special.additional.is_empty() {
-            let list = special.additional.iter().cloned().map(Json::String).collect();
+            let list = special
+                .additional
+                .iter()
+                .cloned()
+                .map(Json::String)
+                .collect();
             self.variables
                 .insert("additional_special_tokens".into(), Json::Array(list));
         }
+    }
+
+    /// Limits the instructions one render may execute (default [`RENDER_FUEL`]).
+    pub fn set_fuel(&mut self, fuel: u64) {
+        self.fuel = fuel;
     }
 
     /// Sets one extra template variable for every render.
@@ -262,22 +283,28 @@ impl ChatTemplate {
             .build()
             .map_err(|e| ChatError::Syntax(e.to_string()))?;
         env.set_syntax(syntax);
-        env.set_fuel(Some(RENDER_FUEL));
+        env.set_fuel(Some(self.fuel));
         env.set_recursion_limit(RECURSION_LIMIT);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_formatter(python_formatter);
         env.add_function("raise_exception", |msg: Value| -> Result<Value, Error> {
             let text = msg.as_str().map_or_else(|| msg.to_string(), str::to_owned);
-            Err(Error::new(ErrorKind::InvalidOperation, format!("{RAISED_PREFIX}{text}")))
+            Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{RAISED_PREFIX}{text}"),
+            ))
         });
-        env.add_function("strftime_now", move |fmt: String| -> Result<String, Error> {
-            let now = now_unix.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
-            });
-            Ok(strftime(&fmt, now))
-        });
+        env.add_function(
+            "strftime_now",
+            move |fmt: String| -> Result<String, Error> {
+                let now = now_unix.unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+                });
+                Ok(strftime(&fmt, now))
+            },
+        );
         env.add_filter("tojson", tojson_filter);
         Ok(env)
     }
@@ -303,7 +330,7 @@ impl ChatTemplate {
             ctx.insert(k.clone(), v.clone());
         }
         let mut out = CappedWriter::default();
-        match tmpl.render_captured_to(Value::from_serialize(&ctx), &mut out) {
+        match tmpl.render_captured_to(Value::from(minijinja::value::Serde(&ctx)), &mut out) {
             Ok(_) => {}
             Err(_) if out.overflow => return Err(ChatError::OutputTooLarge),
             Err(e) => {
@@ -388,9 +415,11 @@ fn neutralize_generation_tags(src: &str) -> String {
         while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
             i += 1;
         }
-        let word_end = tag
-            .get(i..)
-            .map_or(i, |s| i + s.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(s.len()));
+        let word_end = tag.get(i..).map_or(i, |s| {
+            i + s
+                .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .unwrap_or(s.len())
+        });
         let word = tag.get(i..word_end).unwrap_or("");
         let replacement = match word {
             "generation" => Some("if true"),
@@ -429,7 +458,10 @@ const MAX_REPR_DEPTH: usize = 64;
 
 fn python_repr(value: &Value, out: &mut String, depth: usize) -> Result<(), Error> {
     if depth > MAX_REPR_DEPTH {
-        return Err(Error::new(ErrorKind::InvalidOperation, "value nested too deeply"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "value nested too deeply",
+        ));
     }
     match value.kind() {
         ValueKind::Undefined => {}
@@ -445,7 +477,11 @@ fn python_repr(value: &Value, out: &mut String, depth: usize) -> Result<(), Erro
         }
         ValueKind::String => {
             let s = value.as_str().unwrap_or_default();
-            let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+            let q = if s.contains('\'') && !s.contains('"') {
+                '"'
+            } else {
+                '\''
+            };
             out.push(q);
             for c in s.chars() {
                 match c {
@@ -500,10 +536,18 @@ pub fn python_float(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde[-]x`.
     let e = format!("{f:e}");
@@ -553,7 +597,10 @@ fn tojson_filter(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
         Some(s) => {
             let a = s.get_item_by_index(0)?;
             let b = s.get_item_by_index(1)?;
-            (a.as_str().unwrap_or(",").to_owned(), b.as_str().unwrap_or(":").to_owned())
+            (
+                a.as_str().unwrap_or(",").to_owned(),
+                b.as_str().unwrap_or(":").to_owned(),
+            )
         }
         None if indent.is_some() => (",".to_owned(), ": ".to_owned()),
         None => (", ".to_owned(), ": ".to_owned()),
@@ -608,10 +655,16 @@ fn dump_str(s: &str, ensure_ascii: bool, out: &mut String) {
 
 fn dump_json(v: &Json, st: &JsonStyle, depth: usize, out: &mut String) -> Result<(), Error> {
     if depth > MAX_REPR_DEPTH {
-        return Err(Error::new(ErrorKind::InvalidOperation, "tojson: value nested too deeply"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "tojson: value nested too deeply",
+        ));
     }
     if out.len() > MAX_OUTPUT_BYTES {
-        return Err(Error::new(ErrorKind::InvalidOperation, "tojson: output too large"));
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "tojson: output too large",
+        ));
     }
     let newline = |out: &mut String, d: usize| {
         if let Some(ind) = &st.indent {
@@ -675,11 +728,27 @@ fn dump_json(v: &Json, st: &JsonStyle, depth: usize, out: &mut String) -> Result
 }
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 const WEEKDAYS: [&str; 7] = [
-    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
 ];
 
 /// Civil date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -705,10 +774,16 @@ pub fn strftime(fmt: &str, unix: i64) -> String {
     let wd = (days + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday (index 3).
     let is_leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let cum = [0u32, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-    let yday = cum.get((m as usize).saturating_sub(1)).copied().unwrap_or(0)
+    let yday = cum
+        .get((m as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0)
         + d
         + u32::from(is_leap && m > 2);
-    let month = MONTHS.get((m as usize).saturating_sub(1)).copied().unwrap_or("");
+    let month = MONTHS
+        .get((m as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or("");
     let weekday = WEEKDAYS.get(wd).copied().unwrap_or("");
     let mut out = String::new();
     let mut chars = fmt.chars();
@@ -771,7 +846,10 @@ mod tests {
         // 2024-07-26 13:05:09 UTC, a Friday, day 208 of a leap year.
         let t = 1_721_999_109;
         assert_eq!(strftime("%d %b %Y", t), "26 Jul 2024");
-        assert_eq!(strftime("%A %B %j %H:%M:%S %I%p %%", t), "Friday July 208 13:05:09 01PM %");
+        assert_eq!(
+            strftime("%A %B %j %H:%M:%S %I%p %%", t),
+            "Friday July 208 13:05:09 01PM %"
+        );
         assert_eq!(strftime("%Y-%m-%d", 0), "1970-01-01");
         assert_eq!(strftime("%F", -86_400), "1969-12-31");
     }
@@ -783,9 +861,18 @@ mod tests {
         )
         .unwrap();
         let mut extra = serde_json::Map::new();
-        extra.insert("x".into(), json!({"b": [1, 2.5, "é\n"], "a": {}, "c": null, "d": true}));
+        extra.insert(
+            "x".into(),
+            json!({"b": [1, 2.5, "é\n"], "a": {}, "c": null, "d": true}),
+        );
         let out = t
-            .render(&[], &RenderOptions { extra, ..Default::default() })
+            .render(
+                &[],
+                &RenderOptions {
+                    extra,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(
             out,
@@ -803,7 +890,13 @@ mod tests {
         extra.insert("d".into(), json!("it's"));
         extra.insert("e".into(), json!(2.0));
         let out = t
-            .render(&[], &RenderOptions { extra, ..Default::default() })
+            .render(
+                &[],
+                &RenderOptions {
+                    extra,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(out, "True None ['x', 1, {'k': False}] it's 2.0");
     }
@@ -816,29 +909,50 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         // Endless work runs out of fuel.
-        let t = ChatTemplate::new("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}").unwrap();
-        assert!(matches!(t.render(&[], &RenderOptions::default()), Err(ChatError::Render(_))));
+        let mut t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        t.set_fuel(200_000);
+        match t.render(&[], &RenderOptions::default()) {
+            Err(ChatError::Render(m)) => assert!(m.contains("fuel"), "{m}"),
+            other => panic!("expected running out of fuel, got {other:?}"),
+        }
         // Huge output is capped.
-        let t = ChatTemplate::new("{% for i in range(20000) %}{{ 'x' * 1000 }}{% endfor %}").unwrap();
-        assert!(matches!(t.render(&[], &RenderOptions::default()), Err(ChatError::OutputTooLarge)));
+        let t =
+            ChatTemplate::new("{% for i in range(20000) %}{{ 'x' * 1000 }}{% endfor %}").unwrap();
+        assert!(matches!(
+            t.render(&[], &RenderOptions::default()),
+            Err(ChatError::OutputTooLarge)
+        ));
         // No loader: includes fail.
         let t = ChatTemplate::new("{% include '/etc/passwd' %}").unwrap();
         assert!(t.render(&[], &RenderOptions::default()).is_err());
-        assert!(matches!(ChatTemplate::new("{% if %}"), Err(ChatError::Syntax(_))));
+        assert!(matches!(
+            ChatTemplate::new("{% if %}"),
+            Err(ChatError::Syntax(_))
+        ));
     }
 
     #[test]
     fn generation_tags_are_accepted() {
         let t = ChatTemplate::new("a{%- generation -%} b {%- endgeneration %}c").unwrap();
         assert_eq!(t.render(&[], &RenderOptions::default()).unwrap(), "abc");
-        assert_eq!(neutralize_generation_tags("{{ generation }}"), "{{ generation }}");
+        assert_eq!(
+            neutralize_generation_tags("{{ generation }}"),
+            "{{ generation }}"
+        );
     }
 
     #[test]
     fn named_templates_from_config() {
-        let v = json!([{"name": "default", "template": "D"}, {"name": "tool_use", "template": "T"}]);
+        let v =
+            json!([{"name": "default", "template": "D"}, {"name": "tool_use", "template": "T"}]);
         assert_eq!(template_from_config_value(&v, None).unwrap(), "D");
-        assert_eq!(template_from_config_value(&v, Some("tool_use")).unwrap(), "T");
+        assert_eq!(
+            template_from_config_value(&v, Some("tool_use")).unwrap(),
+            "T"
+        );
         assert!(template_from_config_value(&v, Some("rag")).is_err());
         assert_eq!(template_from_config_value(&json!("S"), None).unwrap(), "S");
     }

@@ -41,6 +41,10 @@ pub const MAX_VALUES: u64 = 16 * 1024 * 1024;
 pub const MAX_DEPTH: usize = 2;
 /// Elements of one tensor.
 pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 36;
+/// Largest layer count, hidden size and head count read from metadata.
+pub const MAX_LAYERS: u64 = 4096;
+pub const MAX_HIDDEN: u64 = 1 << 20;
+pub const MAX_HEADS: u64 = 1 << 14;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
@@ -71,21 +75,21 @@ fn malformed(msg: impl Into<String>) -> GgufError {
 /// (type id, block size in elements, bytes per block) of the ggml types candle can read.
 fn ggml_type(id: u32) -> Option<(usize, usize)> {
     Some(match id {
-        0 => (1, 4),       // F32
-        1 => (1, 2),       // F16
-        30 => (1, 2),      // BF16
-        2 => (32, 18),     // Q4_0
-        3 => (32, 20),     // Q4_1
-        6 => (32, 22),     // Q5_0
-        7 => (32, 24),     // Q5_1
-        8 => (32, 34),     // Q8_0
-        9 => (32, 36),     // Q8_1
-        10 => (256, 84),   // Q2_K
-        11 => (256, 110),  // Q3_K
-        12 => (256, 144),  // Q4_K
-        13 => (256, 176),  // Q5_K
-        14 => (256, 210),  // Q6_K
-        15 => (256, 292),  // Q8_K
+        0 => (1, 4),      // F32
+        1 => (1, 2),      // F16
+        30 => (1, 2),     // BF16
+        2 => (32, 18),    // Q4_0
+        3 => (32, 20),    // Q4_1
+        6 => (32, 22),    // Q5_0
+        7 => (32, 24),    // Q5_1
+        8 => (32, 34),    // Q8_0
+        9 => (32, 36),    // Q8_1
+        10 => (256, 84),  // Q2_K
+        11 => (256, 110), // Q3_K
+        12 => (256, 144), // Q4_K
+        13 => (256, 176), // Q5_K
+        14 => (256, 210), // Q6_K
+        15 => (256, 292), // Q8_K
         _ => return None,
     })
 }
@@ -99,19 +103,25 @@ struct Scan<R> {
 
 impl<R: Read + Seek> Scan<R> {
     fn pos(&mut self) -> Result<u64, GgufError> {
-        self.r.stream_position().map_err(|e| malformed(e.to_string()))
+        self.r
+            .stream_position()
+            .map_err(|e| malformed(e.to_string()))
     }
     fn remaining(&mut self) -> Result<u64, GgufError> {
         Ok(self.file_size.saturating_sub(self.pos()?))
     }
     fn u32(&mut self) -> Result<u32, GgufError> {
         let mut b = [0u8; 4];
-        self.r.read_exact(&mut b).map_err(|_| malformed("truncated header"))?;
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| malformed("truncated header"))?;
         Ok(u32::from_le_bytes(b))
     }
     fn u64(&mut self) -> Result<u64, GgufError> {
         let mut b = [0u8; 8];
-        self.r.read_exact(&mut b).map_err(|_| malformed("truncated header"))?;
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| malformed("truncated header"))?;
         Ok(u64::from_le_bytes(b))
     }
     fn len(&mut self) -> Result<u64, GgufError> {
@@ -145,7 +155,9 @@ impl<R: Read + Seek> Scan<R> {
             return Err(malformed(format!("name of {n} bytes")));
         }
         let mut buf = vec![0u8; n as usize];
-        self.r.read_exact(&mut buf).map_err(|_| malformed("truncated name"))?;
+        self.r
+            .read_exact(&mut buf)
+            .map_err(|_| malformed("truncated name"))?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
     fn count_value(&mut self) -> Result<(), GgufError> {
@@ -183,7 +195,9 @@ impl<R: Read + Seek> Scan<R> {
                     Some(size) => {
                         self.values = self.values.saturating_add(n);
                         if self.values > MAX_VALUES {
-                            return Err(malformed(format!("more than {MAX_VALUES} metadata values")));
+                            return Err(malformed(format!(
+                                "more than {MAX_VALUES} metadata values"
+                            )));
                         }
                         self.skip(n.saturating_mul(size))
                     }
@@ -203,8 +217,11 @@ impl<R: Read + Seek> Scan<R> {
 /// Checks a GGUF header against the limits above without allocating more than one name at a
 /// time; every tensor's data must lie inside the file. Returns the number of tensors.
 pub fn prescan<R: Read + Seek>(mut r: R) -> Result<u64, GgufError> {
-    let file_size = r.seek(SeekFrom::End(0)).map_err(|e| malformed(e.to_string()))?;
-    r.seek(SeekFrom::Start(0)).map_err(|e| malformed(e.to_string()))?;
+    let file_size = r
+        .seek(SeekFrom::End(0))
+        .map_err(|e| malformed(e.to_string()))?;
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| malformed(e.to_string()))?;
     let mut s = Scan {
         r,
         v1: false,
@@ -224,7 +241,9 @@ pub fn prescan<R: Read + Seek>(mut r: R) -> Result<u64, GgufError> {
     let n_tensors = s.len()?;
     let n_kv = s.len()?;
     if n_tensors > MAX_TENSORS || n_kv > MAX_KV {
-        return Err(malformed(format!("{n_tensors} tensors, {n_kv} metadata entries")));
+        return Err(malformed(format!(
+            "{n_tensors} tensors, {n_kv} metadata entries"
+        )));
     }
     let mut alignment = 32u64;
     for _ in 0..n_kv {
@@ -246,7 +265,9 @@ pub fn prescan<R: Read + Seek>(mut r: R) -> Result<u64, GgufError> {
         let name = s.read_string()?;
         let n_dims = s.u32()?;
         if n_dims == 0 || n_dims > 4 {
-            return Err(malformed(format!("tensor `{name}` has {n_dims} dimensions")));
+            return Err(malformed(format!(
+                "tensor `{name}` has {n_dims} dimensions"
+            )));
         }
         let mut elems = 1u64;
         let mut first = 0u64;
@@ -263,8 +284,10 @@ pub fn prescan<R: Read + Seek>(mut r: R) -> Result<u64, GgufError> {
         let ty = s.u32()?;
         let (block, bytes) = ggml_type(ty)
             .ok_or_else(|| GgufError::Unsupported(format!("tensor `{name}` has ggml type {ty}")))?;
-        if first % block as u64 != 0 {
-            return Err(malformed(format!("tensor `{name}` rows do not fill whole blocks")));
+        if !first.is_multiple_of(block as u64) {
+            return Err(malformed(format!(
+                "tensor `{name}` rows do not fill whole blocks"
+            )));
         }
         let size = (elems / block as u64)
             .checked_mul(bytes as u64)
@@ -280,7 +303,9 @@ pub fn prescan<R: Read + Seek>(mut r: R) -> Result<u64, GgufError> {
             .and_then(|o| o.checked_add(*size))
             .ok_or_else(|| malformed("tensor offset overflows"))?;
         if end > file_size {
-            return Err(malformed(format!("tensor `{name}` lies past the end of the file")));
+            return Err(malformed(format!(
+                "tensor `{name}` lies past the end of the file"
+            )));
         }
     }
     Ok(n_tensors)
@@ -522,7 +547,9 @@ fn unpermute_qk(t: &Tensor, n_head: usize) -> Result<Tensor, GgufError> {
 
 fn reshape_heads(t: &Tensor, n_head: usize, inverse: bool) -> Result<Tensor, GgufError> {
     let dims = t.dims().to_vec();
-    let rows = *dims.first().ok_or_else(|| malformed("Q/K tensor without dimensions"))?;
+    let rows = *dims
+        .first()
+        .ok_or_else(|| malformed("Q/K tensor without dimensions"))?;
     if n_head == 0 || rows % (2 * n_head) != 0 {
         return Err(malformed(format!(
             "Q/K tensor with {rows} rows cannot be split into {n_head} heads"
@@ -536,8 +563,16 @@ fn reshape_heads(t: &Tensor, n_head: usize, inverse: bool) -> Result<Tensor, Ggu
         s
     };
     // Forward: [h, 2, half, ...] -> swap -> [h, half, 2, ...]. Inverse starts from the latter.
-    let src = if inverse { shape(half, 2) } else { shape(2, half) };
-    let out = t.reshape(src)?.transpose(1, 2)?.contiguous()?.reshape(dims)?;
+    let src = if inverse {
+        shape(half, 2)
+    } else {
+        shape(2, half)
+    };
+    let out = t
+        .reshape(src)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?;
     Ok(out)
 }
 
@@ -568,6 +603,63 @@ fn meta_f64(v: &G) -> Option<f64> {
 fn f32_to_json(x: f64) -> Json {
     let short: f64 = format!("{}", x as f32).parse().unwrap_or(x);
     json!(short)
+}
+
+/// Llama 3's RoPE frequency factors, as convert_hf_to_gguf computes `rope_freqs.weight`.
+pub fn llama3_rope_factors(
+    theta: f64,
+    head_dim: usize,
+    factor: f64,
+    low: f64,
+    high: f64,
+    original_max: f64,
+) -> Vec<f32> {
+    let low_wavelen = original_max / low;
+    let high_wavelen = original_max / high;
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf((2 * i) as f64 / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let f = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original_max / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
+}
+
+/// The Llama 3 scaling parameters that reproduce stored `rope_freqs` factors, searched among
+/// the settings Llama 3.x releases use; `None` when nothing reproduces them.
+fn llama3_params_from_factors(factors: &[f32], theta: f64, head_dim: usize) -> Option<Json> {
+    let factor = factors.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    if !factor.is_finite() || factor < 1.0 || factors.len() != head_dim / 2 {
+        return None;
+    }
+    for original_max in [8192.0, 4096.0, 16384.0, 32768.0, 2048.0] {
+        for (low, high) in [(1.0, 4.0), (1.0, 2.0), (2.0, 4.0), (1.0, 8.0)] {
+            let want = llama3_rope_factors(theta, head_dim, factor, low, high, original_max);
+            let ok = want
+                .iter()
+                .zip(factors)
+                .all(|(a, b)| (a - b).abs() <= 1e-4 * a.abs().max(1.0));
+            if ok {
+                return Some(json!({
+                    "rope_theta": f32_to_json(theta),
+                    "rope_type": "llama3",
+                    "factor": f32_to_json(factor),
+                    "low_freq_factor": low,
+                    "high_freq_factor": high,
+                    "original_max_position_embeddings": original_max as u64
+                }));
+            }
+        }
+    }
+    None
 }
 
 impl GgufFile {
@@ -602,14 +694,22 @@ impl GgufFile {
 
     /// Tensor names as stored (llama.cpp names), sorted.
     pub fn tensor_names(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.content.tensor_infos.keys().map(String::as_str).collect();
+        let mut v: Vec<&str> = self
+            .content
+            .tensor_infos
+            .keys()
+            .map(String::as_str)
+            .collect();
         v.sort_unstable();
         v
     }
 
     /// The ggml type of a stored tensor.
     pub fn tensor_dtype(&self, gguf_name: &str) -> Option<GgmlDType> {
-        self.content.tensor_infos.get(gguf_name).map(|t| t.ggml_dtype)
+        self.content
+            .tensor_infos
+            .get(gguf_name)
+            .map(|t| t.ggml_dtype)
     }
 
     fn arch(&self) -> Result<(Arch, &str), GgufError> {
@@ -644,6 +744,11 @@ impl GgufFile {
         if heads == 0 || hidden == 0 {
             return Err(malformed("zero heads or hidden size"));
         }
+        if layers > MAX_LAYERS || hidden > MAX_HIDDEN || heads > MAX_HEADS {
+            return Err(malformed(format!(
+                "implausible shape: {layers} layers, hidden size {hidden}, {heads} heads"
+            )));
+        }
         let kv_heads = self
             .get(name, "attention.head_count_kv")
             .and_then(meta_u64)
@@ -657,10 +762,12 @@ impl GgufFile {
         let vocab = self
             .get(name, "vocab_size")
             .and_then(meta_u64)
-            .or_else(|| match self.content.metadata.get("tokenizer.ggml.tokens") {
-                Some(G::Array(a)) => Some(a.len() as u64),
-                _ => None,
-            })
+            .or_else(
+                || match self.content.metadata.get("tokenizer.ggml.tokens") {
+                    Some(G::Array(a)) => Some(a.len() as u64),
+                    _ => None,
+                },
+            )
             .or_else(|| {
                 self.content
                     .tensor_infos
@@ -683,8 +790,15 @@ impl GgufFile {
             c.insert("n_layer".into(), json!(layers));
             c.insert("n_head".into(), json!(heads));
             c.insert("n_positions".into(), json!(ctx.unwrap_or(1024)));
-            c.insert("n_inner".into(), ffn.filter(|&f| f != 4 * hidden).map_or(Json::Null, |f| json!(f)));
-            let eps = self.get(name, "attention.layer_norm_epsilon").and_then(meta_f64).unwrap_or(1e-5);
+            c.insert(
+                "n_inner".into(),
+                ffn.filter(|&f| f != 4 * hidden)
+                    .map_or(Json::Null, |f| json!(f)),
+            );
+            let eps = self
+                .get(name, "attention.layer_norm_epsilon")
+                .and_then(meta_f64)
+                .unwrap_or(1e-5);
             c.insert("layer_norm_epsilon".into(), f32_to_json(eps));
             c.insert("activation_function".into(), json!("gelu_new"));
             c.insert("vocab_size".into(), json!(vocab));
@@ -704,13 +818,20 @@ impl GgufFile {
                 .and_then(meta_f64)
                 .unwrap_or(1e-6);
             c.insert("rms_norm_eps".into(), f32_to_json(eps));
-            let theta = self.get(name, "rope.freq_base").and_then(meta_f64).unwrap_or(10_000.0);
+            let theta = self
+                .get(name, "rope.freq_base")
+                .and_then(meta_f64)
+                .unwrap_or(10_000.0);
             if let Some(ctx) = ctx {
                 c.insert("max_position_embeddings".into(), json!(ctx));
             }
             c.insert("vocab_size".into(), json!(vocab));
             c.insert("tie_word_embeddings".into(), json!(tied));
-            let act = if arch.is_gemma() { "gelu_pytorch_tanh" } else { "silu" };
+            let act = if arch.is_gemma() {
+                "gelu_pytorch_tanh"
+            } else {
+                "silu"
+            };
             c.insert("hidden_act".into(), json!(act));
             if arch.is_gemma() {
                 c.insert("hidden_activation".into(), json!(act));
@@ -724,6 +845,18 @@ impl GgufFile {
                     rope = json!({"rope_theta": f32_to_json(theta), "rope_type": "linear", "factor": f32_to_json(f)});
                 }
             }
+            if self.content.tensor_infos.contains_key("rope_freqs.weight") {
+                let factors = self
+                    .raw_tensor("rope_freqs.weight", &Device::Cpu)
+                    .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))?;
+                rope = llama3_params_from_factors(&factors, theta, head_dim as usize).ok_or_else(
+                    || {
+                        GgufError::Unsupported(
+                            "rope_freqs factors that match no Llama 3 scaling".into(),
+                        )
+                    },
+                )?;
+            }
             match arch {
                 Arch::Llama => {
                     let bias = self.content.tensor_infos.contains_key("blk.0.attn_q.bias");
@@ -733,10 +866,16 @@ impl GgufFile {
                 Arch::Phi3 => {
                     if let Some(dims) = self.get(name, "rope.dimension_count").and_then(meta_u64) {
                         if let Some(obj) = rope.as_object_mut() {
-                            obj.insert("partial_rotary_factor".into(), f32_to_json(dims as f64 / head_dim as f64));
+                            obj.insert(
+                                "partial_rotary_factor".into(),
+                                f32_to_json(dims as f64 / head_dim as f64),
+                            );
                         }
                     }
-                    if let Some(o) = self.get(name, "rope.scaling.original_context_length").and_then(meta_u64) {
+                    if let Some(o) = self
+                        .get(name, "rope.scaling.original_context_length")
+                        .and_then(meta_u64)
+                    {
                         c.insert("original_max_position_embeddings".into(), json!(o));
                     }
                 }
@@ -748,8 +887,13 @@ impl GgufFile {
                             c.insert(key.into(), Json::Null);
                         }
                     }
-                    let window = self.get(name, "attention.sliding_window").and_then(meta_u64);
-                    c.insert("sliding_window".into(), window.map_or(Json::Null, |w| json!(w)));
+                    let window = self
+                        .get(name, "attention.sliding_window")
+                        .and_then(meta_u64);
+                    c.insert(
+                        "sliding_window".into(),
+                        window.map_or(Json::Null, |w| json!(w)),
+                    );
                     // llama.cpp's query scale: `{arch}.attention.scale` when written, else head_dim.
                     let scalar = match self.get(name, "attention.scale").and_then(meta_f64) {
                         Some(s) if s > 0.0 => (1.0 / (s * s)).round(),
@@ -760,8 +904,16 @@ impl GgufFile {
                     // every sixth layer global.
                     let types: Vec<&str> = (0..layers)
                         .map(|i| {
-                            let sliding = if arch == Arch::Gemma2 { i % 2 == 0 } else { (i + 1) % 6 != 0 };
-                            if sliding { "sliding_attention" } else { "full_attention" }
+                            let sliding = if arch == Arch::Gemma2 {
+                                i % 2 == 0
+                            } else {
+                                (i + 1) % 6 != 0
+                            };
+                            if sliding {
+                                "sliding_attention"
+                            } else {
+                                "full_attention"
+                            }
                         })
                         .collect();
                     c.insert("layer_types".into(), json!(types));
@@ -774,11 +926,24 @@ impl GgufFile {
                 }
                 _ => {}
             }
+            if !c.contains_key("layer_types") {
+                let types = vec!["full_attention"; usize::try_from(layers).unwrap_or(0)];
+                c.insert("layer_types".into(), json!(types));
+            }
             c.insert("rope_parameters".into(), rope);
         }
-        c.insert("bos_token_id".into(), tok_id("bos_token_id").map_or(Json::Null, |v| json!(v)));
-        c.insert("eos_token_id".into(), tok_id("eos_token_id").map_or(Json::Null, |v| json!(v)));
-        c.insert("pad_token_id".into(), tok_id("padding_token_id").map_or(Json::Null, |v| json!(v)));
+        c.insert(
+            "bos_token_id".into(),
+            tok_id("bos_token_id").map_or(Json::Null, |v| json!(v)),
+        );
+        c.insert(
+            "eos_token_id".into(),
+            tok_id("eos_token_id").map_or(Json::Null, |v| json!(v)),
+        );
+        c.insert(
+            "pad_token_id".into(),
+            tok_id("padding_token_id").map_or(Json::Null, |v| json!(v)),
+        );
         Ok(Json::Object(c))
     }
 
@@ -809,6 +974,10 @@ impl GgufFile {
         let mut r = BufReader::new(File::open(&self.path).map_err(io)?);
         let mut out = HashMap::with_capacity(self.content.tensor_infos.len());
         for gname in self.tensor_names() {
+            // Llama 3 RoPE factors live in the config (see `config`), not among HF weights.
+            if gname == "rope_freqs.weight" {
+                continue;
+            }
             let hf = arch.gguf_to_hf(gname).ok_or_else(|| {
                 GgufError::Unsupported(format!("tensor `{gname}` has no Hugging Face equivalent"))
             })?;
@@ -879,9 +1048,9 @@ fn storage_type(shape: &[usize], want: GgmlDType) -> GgmlDType {
         return GgmlDType::F32;
     }
     let cols = shape.last().copied().unwrap_or(0);
-    if cols % want.block_size() == 0 {
-        want
-    } else if matches!(want, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+    if cols % want.block_size() == 0
+        || matches!(want, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+    {
         want
     } else if cols % GgmlDType::Q8_0.block_size() == 0 {
         GgmlDType::Q8_0
@@ -911,14 +1080,23 @@ fn rope_theta(cfg: &Json, layer_type: Option<&str>) -> Option<f64> {
 /// Exports an HF model folder (config.json, safetensors, tokenizer.json, tokenizer_config.json,
 /// chat template) to a GGUF file with llama.cpp names, the Q/K permutation and full tokenizer and
 /// chat-template metadata; `dtype` is the quantization of 2-D tensors.
-pub fn write_gguf(hf_folder: &Path, out: &Path, dtype: GgmlDType) -> Result<WriteSummary, GgufError> {
+pub fn write_gguf(
+    hf_folder: &Path,
+    out: &Path,
+    dtype: GgmlDType,
+) -> Result<WriteSummary, GgufError> {
     let cfg_path = hf_folder.join("config.json");
-    let cfg_bytes = crate::tokenizer::read_limited(&cfg_path, crate::tokenizer::MAX_CONFIG_JSON_BYTES)?;
+    let cfg_bytes =
+        crate::tokenizer::read_limited(&cfg_path, crate::tokenizer::MAX_CONFIG_JSON_BYTES)?;
     let cfg: Json = serde_json::from_slice(&cfg_bytes)
         .map_err(|e| GgufError::Model(format!("{}: {e}", cfg_path.display())))?;
-    let model_type = cfg.get("model_type").and_then(Json::as_str).unwrap_or_default();
-    let arch = Arch::from_hf(model_type)
-        .ok_or_else(|| GgufError::Unsupported(format!("model_type `{model_type}` cannot be exported")))?;
+    let model_type = cfg
+        .get("model_type")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    let arch = Arch::from_hf(model_type).ok_or_else(|| {
+        GgufError::Unsupported(format!("model_type `{model_type}` cannot be exported"))
+    })?;
     let a = arch.gguf_name();
     let tokenizer = Tokenizer::from_folder(hf_folder)?;
     let chat = match ChatTemplate::from_folder(hf_folder, None) {
@@ -929,7 +1107,8 @@ pub fn write_gguf(hf_folder: &Path, out: &Path, dtype: GgmlDType) -> Result<Writ
 
     // Hyperparameters.
     let need = |keys: &[&str]| {
-        cfg_u64(&cfg, keys).ok_or_else(|| GgufError::Model(format!("config.json lacks {}", keys.join("/"))))
+        cfg_u64(&cfg, keys)
+            .ok_or_else(|| GgufError::Model(format!("config.json lacks {}", keys.join("/"))))
     };
     let hidden = need(&["hidden_size", "n_embd"])?;
     let layers = need(&["num_hidden_layers", "n_layer"])?;
@@ -967,21 +1146,30 @@ pub fn write_gguf(hf_folder: &Path, out: &Path, dtype: GgmlDType) -> Result<Writ
         let eps = cfg_f64(&cfg, &["layer_norm_epsilon"]).unwrap_or(1e-5);
         put("attention.layer_norm_epsilon", G::F32(eps as f32));
     } else {
-        put("feed_forward_length", G::U32(need(&["intermediate_size"])? as u32));
+        put(
+            "feed_forward_length",
+            G::U32(need(&["intermediate_size"])? as u32),
+        );
         put("attention.head_count_kv", G::U32(kv_heads as u32));
         put("attention.key_length", G::U32(head_dim as u32));
         put("attention.value_length", G::U32(head_dim as u32));
         let eps = cfg_f64(&cfg, &["rms_norm_eps"]).unwrap_or(1e-6);
         put("attention.layer_norm_rms_epsilon", G::F32(eps as f32));
         let layer_type = (arch == Arch::Gemma3).then_some("full_attention");
-        put("rope.freq_base", G::F32(rope_theta(&cfg, layer_type).unwrap_or(10_000.0) as f32));
+        put(
+            "rope.freq_base",
+            G::F32(rope_theta(&cfg, layer_type).unwrap_or(10_000.0) as f32),
+        );
         let partial = cfg
             .get("rope_parameters")
             .and_then(|r| r.get("partial_rotary_factor"))
             .and_then(Json::as_f64)
             .or_else(|| cfg_f64(&cfg, &["partial_rotary_factor"]))
             .unwrap_or(1.0);
-        put("rope.dimension_count", G::U32((head_dim as f64 * partial).round() as u32));
+        put(
+            "rope.dimension_count",
+            G::U32((head_dim as f64 * partial).round() as u32),
+        );
         if arch.is_gemma() {
             for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
                 if let Some(v) = cfg_f64(&cfg, &[key]) {
@@ -1009,17 +1197,24 @@ pub fn write_gguf(hf_folder: &Path, out: &Path, dtype: GgmlDType) -> Result<Writ
     }
 
     // Tensors.
-    let files = crate::weights::safetensors_files(hf_folder).map_err(|e| GgufError::Model(e.to_string()))?;
+    let files = crate::weights::safetensors_files(hf_folder)
+        .map_err(|e| GgufError::Model(e.to_string()))?;
     let mut hf_tensors: Vec<(String, Tensor)> = Vec::new();
     for f in &files {
         let map = candle_core::safetensors::load(f, &Device::Cpu)?;
         hf_tensors.extend(map);
     }
     hf_tensors.sort_by(|x, y| x.0.cmp(&y.0));
-    let tied = cfg.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(arch == Arch::Gpt2);
+    let tied = cfg
+        .get("tie_word_embeddings")
+        .and_then(Json::as_bool)
+        .unwrap_or(arch == Arch::Gpt2);
     let mut qtensors: Vec<(String, QTensor)> = Vec::new();
     for (hf, t) in hf_tensors {
-        if hf.ends_with("rotary_emb.inv_freq") || hf.ends_with(".attn.bias") || hf.ends_with(".attn.masked_bias") {
+        if hf.ends_with("rotary_emb.inv_freq")
+            || hf.ends_with(".attn.bias")
+            || hf.ends_with(".attn.masked_bias")
+        {
             continue;
         }
         if hf == "lm_head.weight" && tied {
@@ -1047,6 +1242,46 @@ pub fn write_gguf(hf_folder: &Path, out: &Path, dtype: GgmlDType) -> Result<Writ
         let q = QTensor::quantize(&t, ty)?;
         qtensors.push((gname, q));
     }
+    let rope_cfg = cfg
+        .get("rope_parameters")
+        .or_else(|| cfg.get("rope_scaling"));
+    let rope_type = rope_cfg
+        .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
+        .and_then(Json::as_str);
+    if rope_type == Some("llama3") {
+        let r = rope_cfg.unwrap_or(&Json::Null);
+        let get = |k: &str, d: f64| r.get(k).and_then(Json::as_f64).unwrap_or(d);
+        let original = r
+            .get("original_max_position_embeddings")
+            .and_then(Json::as_f64)
+            .or_else(|| cfg_f64(&cfg, &["original_max_position_embeddings"]))
+            .unwrap_or(8192.0);
+        let factors = llama3_rope_factors(
+            rope_theta(&cfg, None).unwrap_or(10_000.0),
+            head_dim as usize,
+            get("factor", 8.0),
+            get("low_freq_factor", 1.0),
+            get("high_freq_factor", 4.0),
+            original,
+        );
+        let n = factors.len();
+        let t = Tensor::from_vec(factors, n, &Device::Cpu)?;
+        qtensors.push((
+            "rope_freqs.weight".into(),
+            QTensor::quantize(&t, GgmlDType::F32)?,
+        ));
+    } else if rope_type == Some("linear") {
+        let f = rope_cfg
+            .and_then(|r| r.get("factor"))
+            .and_then(Json::as_f64)
+            .unwrap_or(1.0);
+        meta.push((format!("{a}.rope.scaling.type"), G::String("linear".into())));
+        meta.push((format!("{a}.rope.scaling.factor"), G::F32(f as f32)));
+    } else if let Some(other) = rope_type.filter(|t| *t != "default") {
+        return Err(GgufError::Unsupported(format!(
+            "RoPE scaling `{other}` cannot be exported"
+        )));
+    }
     let mut counts: Vec<(String, usize)> = Vec::new();
     for (_, q) in &qtensors {
         let name = format!("{:?}", q.dtype());
@@ -1061,7 +1296,8 @@ pub fn write_gguf(hf_folder: &Path, out: &Path, dtype: GgmlDType) -> Result<Writ
     };
     let mut file = std::io::BufWriter::new(File::create(out).map_err(io)?);
     let meta_refs: Vec<(&str, &G)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> =
+        qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut file, &meta_refs, &tensor_refs)?;
     use std::io::Write as _;
     file.flush().map_err(io)?;
@@ -1080,7 +1316,10 @@ mod tests {
 
     #[test]
     fn qk_permutation_inverts_exactly() {
-        let t = Tensor::arange(0f32, 8.0 * 3.0, &Device::Cpu).unwrap().reshape((8, 3)).unwrap();
+        let t = Tensor::arange(0f32, 8.0 * 3.0, &Device::Cpu)
+            .unwrap()
+            .reshape((8, 3))
+            .unwrap();
         let p = permute_qk(&t, 2).unwrap();
         // Head 0 rows [0,1,2,3] -> interleave halves [0,2,1,3].
         let rows: Vec<Vec<f32>> = p.to_vec2().unwrap();
@@ -1090,23 +1329,44 @@ mod tests {
         assert_eq!(back.to_vec2::<f32>().unwrap(), t.to_vec2::<f32>().unwrap());
         let bias = Tensor::arange(0f32, 8.0, &Device::Cpu).unwrap();
         let pb = permute_qk(&bias, 2).unwrap();
-        assert_eq!(pb.to_vec1::<f32>().unwrap(), vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(
+            pb.to_vec1::<f32>().unwrap(),
+            vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]
+        );
         assert!(unpermute_qk(&bias, 3).is_err());
     }
 
     #[test]
     fn names_map_both_ways() {
-        for arch in [Arch::Llama, Arch::Qwen3, Arch::Gemma2, Arch::Phi3, Arch::Gpt2] {
+        for arch in [
+            Arch::Llama,
+            Arch::Qwen3,
+            Arch::Gemma2,
+            Arch::Phi3,
+            Arch::Gpt2,
+        ] {
             for (g, _) in arch.layer_map() {
                 let gname = format!("blk.3.{g}.weight");
                 let hf = arch.gguf_to_hf(&gname).unwrap();
                 assert_eq!(arch.hf_to_gguf(&hf).unwrap(), gname);
             }
         }
-        assert_eq!(Arch::Llama.gguf_to_hf("blk.0.attn_q.weight").unwrap(), "model.layers.0.self_attn.q_proj.weight");
-        assert_eq!(Arch::Gemma2.gguf_to_hf("blk.1.ffn_norm.weight").unwrap(), "model.layers.1.pre_feedforward_layernorm.weight");
-        assert_eq!(Arch::Gpt2.gguf_to_hf("token_embd.weight").unwrap(), "transformer.wte.weight");
-        assert_eq!(Arch::Qwen2.gguf_to_hf("blk.0.attn_k.bias").unwrap(), "model.layers.0.self_attn.k_proj.bias");
+        assert_eq!(
+            Arch::Llama.gguf_to_hf("blk.0.attn_q.weight").unwrap(),
+            "model.layers.0.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            Arch::Gemma2.gguf_to_hf("blk.1.ffn_norm.weight").unwrap(),
+            "model.layers.1.pre_feedforward_layernorm.weight"
+        );
+        assert_eq!(
+            Arch::Gpt2.gguf_to_hf("token_embd.weight").unwrap(),
+            "transformer.wte.weight"
+        );
+        assert_eq!(
+            Arch::Qwen2.gguf_to_hf("blk.0.attn_k.bias").unwrap(),
+            "model.layers.0.self_attn.k_proj.bias"
+        );
         assert!(Arch::Llama.gguf_to_hf("rope_freqs.weight").is_none());
         assert!(Arch::Llama.gguf_to_hf("blk.x.attn_q.weight").is_none());
     }

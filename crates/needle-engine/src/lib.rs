@@ -16,10 +16,14 @@ pub mod generate;
 pub mod gguf;
 pub mod lora;
 pub mod model;
+pub mod open;
 pub mod sampler;
 pub mod tokenizer;
 pub mod train;
 pub mod weights;
+
+/// The tensor library, re-exported so callers need not depend on it themselves.
+pub use candle_core;
 
 use std::path::PathBuf;
 
@@ -52,6 +56,9 @@ pub enum EngineError {
     /// A PEFT adapter could not be applied.
     #[error("adapter: {0}")]
     Adapter(String),
+    /// Tokenizer, chat template or GGUF reading failed.
+    #[error("{0}")]
+    Text(String),
     /// The caller passed an input the model cannot run (empty batch, too long, bad token id).
     #[error("input: {0}")]
     Input(String),

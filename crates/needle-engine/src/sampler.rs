@@ -55,7 +55,7 @@ impl SamplingParams {
 
     /// True when this configuration always picks the argmax.
     pub fn is_greedy(&self) -> bool {
-        self.greedy || !(self.temperature > 0.0)
+        self.greedy || self.temperature.is_nan() || self.temperature <= 0.0
     }
 }
 
@@ -139,7 +139,7 @@ impl Sampler {
         apply_min_p(&mut scores, self.params.min_p);
         let probs = softmax_f64(&scores);
         let total: f64 = probs.iter().sum();
-        if !(total > 0.0) || !total.is_finite() {
+        if total.is_nan() || total <= 0.0 || !total.is_finite() {
             return argmax(&scores);
         }
         let u = self.rng.next_f64() * total;
@@ -162,7 +162,7 @@ impl Sampler {
 /// HF `RepetitionPenaltyLogitsProcessor`: each distinct token of `history` inside the row is
 /// penalised once.
 pub fn apply_repetition_penalty(scores: &mut [f32], history: &[u32], penalty: f32) {
-    if penalty == 1.0 || !(penalty > 0.0) {
+    if penalty == 1.0 || penalty.is_nan() || penalty <= 0.0 {
         return;
     }
     let mut seen = vec![false; scores.len()];
@@ -197,7 +197,7 @@ pub fn apply_top_k(scores: &mut [f32], k: usize) {
 /// HF `TopPLogitsWarper`: keeps the most likely tokens until their mass reaches `top_p`
 /// (always at least one).
 pub fn apply_top_p(scores: &mut [f32], top_p: f32) {
-    if !(top_p < 1.0) {
+    if top_p.is_nan() || top_p >= 1.0 {
         return;
     }
     let probs = softmax_f64(scores);
@@ -218,7 +218,7 @@ pub fn apply_top_p(scores: &mut [f32], top_p: f32) {
 /// HF `MinPLogitsWarper`: drops tokens whose probability is below `min_p` times the largest
 /// probability (always keeps the most likely token).
 pub fn apply_min_p(scores: &mut [f32], min_p: f32) {
-    if !(min_p > 0.0) {
+    if min_p.is_nan() || min_p <= 0.0 {
         return;
     }
     let probs = softmax_f64(scores);
@@ -344,7 +344,9 @@ mod tests {
         assert!(close(entropy(&[0.0; 4]), 4f32.ln(), 1e-6));
         assert!(close(entropy(&[0.0, f32::NEG_INFINITY]), 0.0, 1e-7));
         // p = [1/6, 2/6, 3/6]: H = -(sum p ln p).
-        let h = -(1.0f32 / 6.0 * (1.0f32 / 6.0).ln() + 2.0 / 6.0 * (2.0f32 / 6.0).ln() + 0.5 * 0.5f32.ln());
+        let h = -(1.0f32 / 6.0 * (1.0f32 / 6.0).ln()
+            + 2.0 / 6.0 * (2.0f32 / 6.0).ln()
+            + 0.5 * 0.5f32.ln());
         assert!(close(entropy(&[0.0, 2f32.ln(), 3f32.ln()]), h, 1e-6));
     }
 
@@ -490,7 +492,8 @@ mod tests {
         assert_eq!(p.top_k, 0);
         assert_eq!(p.repetition_penalty, 1.0);
         assert!(!p.is_greedy());
-        let back: SamplingParams = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        let back: SamplingParams =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }
 }

@@ -93,7 +93,11 @@ pub(crate) fn token_content(v: &Json) -> Option<String> {
 /// Token ids of a config field that may be an integer or a list of integers.
 fn ids_of(v: Option<&Json>) -> Vec<u32> {
     match v {
-        Some(Json::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()).into_iter().collect(),
+        Some(Json::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .into_iter()
+            .collect(),
         Some(Json::Array(a)) => a
             .iter()
             .filter_map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
@@ -229,12 +233,18 @@ impl Tokenizer {
                 g
             }
         };
-        let by_name = |name: &str| s.get(name).and_then(|t| self.token_to_id(t));
-        s.bos_id = field("bos_token_id").first().copied().or_else(|| by_name("bos_token"));
-        s.pad_id = field("pad_token_id").first().copied().or_else(|| by_name("pad_token"));
+        let by_name = |s: &SpecialTokens, name: &str| s.get(name).and_then(|t| self.token_to_id(t));
+        s.bos_id = field("bos_token_id")
+            .first()
+            .copied()
+            .or_else(|| by_name(&s, "bos_token"));
+        s.pad_id = field("pad_token_id")
+            .first()
+            .copied()
+            .or_else(|| by_name(&s, "pad_token"));
         let mut eos = ids_of(gcfg.and_then(|g| g.get("eos_token_id")));
         eos.extend(ids_of(mcfg.and_then(|m| m.get("eos_token_id"))));
-        eos.extend(by_name("eos_token"));
+        eos.extend(by_name(&s, "eos_token"));
         let mut seen = std::collections::HashSet::new();
         eos.retain(|id| seen.insert(*id));
         s.eos_ids = eos;
@@ -260,7 +270,9 @@ impl Tokenizer {
 
     /// Text of `ids`; with `skip_special`, special tokens are left out.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, skip_special).map_err(TokenizerError::tk)
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(TokenizerError::tk)
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

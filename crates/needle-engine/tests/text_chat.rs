@@ -41,19 +41,28 @@ fn fixture_templates_reproduce_the_reference_chat_prompts() {
         assert_eq!(t.variables()["eos_token"], json!("<|im_end|>"));
         let p = prompts(&dir);
         let r0 = t
-            .render(&[Message::user("What does os.path.join do?")], &gen_prompt())
+            .render(
+                &[Message::user("What does os.path.join do?")],
+                &gen_prompt(),
+            )
             .unwrap();
         assert_eq!(r0, p[0], "{}", dir.display());
         let r2 = t
             .render(
-                &[Message::system("You are helpful."), Message::user("Spell cat backwards.")],
+                &[
+                    Message::system("You are helpful."),
+                    Message::user("Spell cat backwards."),
+                ],
                 &gen_prompt(),
             )
             .unwrap();
         assert_eq!(r2, p[2], "{}", dir.display());
         // Without the generation prompt the assistant header is absent.
         let no_gen = t
-            .render(&[Message::user("What does os.path.join do?")], &RenderOptions::default())
+            .render(
+                &[Message::user("What does os.path.join do?")],
+                &RenderOptions::default(),
+            )
             .unwrap();
         assert_eq!(format!("{no_gen}<|im_start|>assistant\n"), p[0]);
         // The cut at the user turn.
@@ -82,7 +91,8 @@ fn template_from_tokenizer_config_and_gguf_metadata() {
     .unwrap();
     let t = ChatTemplate::from_folder(dir.path(), None).unwrap();
     assert_eq!(
-        t.render(&[Message::user("hi")], &RenderOptions::default()).unwrap(),
+        t.render(&[Message::user("hi")], &RenderOptions::default())
+            .unwrap(),
         "<s>[user]hi</s>"
     );
     let t = ChatTemplate::from_folder(dir.path(), Some("tool_use")).unwrap();
@@ -98,7 +108,10 @@ fn template_from_tokenizer_config_and_gguf_metadata() {
 
     use candle_core::quantized::gguf_file::Value as G;
     let meta: std::collections::HashMap<String, G> = [
-        ("tokenizer.chat_template".to_owned(), G::String("{{ bos_token }}|{{ messages[0].content }}".into())),
+        (
+            "tokenizer.chat_template".to_owned(),
+            G::String("{{ bos_token }}|{{ messages[0].content }}".into()),
+        ),
         (
             "tokenizer.ggml.tokens".to_owned(),
             G::Array(vec![G::String("<unk>".into()), G::String("<s>".into())]),
@@ -108,7 +121,11 @@ fn template_from_tokenizer_config_and_gguf_metadata() {
     .into_iter()
     .collect();
     let t = ChatTemplate::from_gguf_metadata(&meta, None).unwrap();
-    assert_eq!(t.render(&[Message::user("x")], &RenderOptions::default()).unwrap(), "<s>|x");
+    assert_eq!(
+        t.render(&[Message::user("x")], &RenderOptions::default())
+            .unwrap(),
+        "<s>|x"
+    );
 }
 
 const QWEN25_STYLE: &str = r#"{%- if tools %}
@@ -326,11 +343,15 @@ fn llama31_style_template_with_tools_and_dates() {
     ), "{out}");
     // tojson(indent=4) as Python's json.dumps formats it.
     assert!(out.contains("{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\","), "{out}");
-    assert!(out.contains("\"required\": [\n                \"city\"\n            ]"), "{out}");
+    assert!(
+        out.contains("\"required\": [\n                \"city\"\n            ]"),
+        "{out}"
+    );
     assert!(out.contains(
         "<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\", \"unit\": \"°C\"}}<|eot_id|>"
     ), "{out}");
-    assert!(out.ends_with("<|start_header_id|>ipython<|end_header_id|>\n\n22<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"), "{out}");
+    // A string is `iterable` in Jinja2, so this template JSON-encodes the tool's string result.
+    assert!(out.ends_with("<|start_header_id|>ipython<|end_header_id|>\n\n\"22\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"), "{out}");
 
     // Two tool calls: the template's own exception surfaces as `Raised`.
     let mut conv = tool_conversation();
@@ -343,16 +364,31 @@ fn llama31_style_template_with_tools_and_dates() {
     let mut extra = serde_json::Map::new();
     extra.insert("date_string".into(), json!("01 Jan 2030"));
     let out = t
-        .render(&[Message::user("hi")], &RenderOptions { extra, ..RenderOptions::default() })
+        .render(
+            &[Message::user("hi")],
+            &RenderOptions {
+                extra,
+                ..RenderOptions::default()
+            },
+        )
         .unwrap();
     assert!(out.contains("Today Date: 01 Jan 2030\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"), "{out}");
     let (pre, post) = t.split_user_turn(Some("Be brief.")).unwrap();
-    assert!(pre.ends_with("Be brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"), "{pre}");
-    assert_eq!(post, "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    assert!(
+        pre.ends_with("Be brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"),
+        "{pre}"
+    );
+    assert_eq!(
+        post,
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
 }
 
 #[test]
 fn templates_that_drop_the_user_message_cannot_be_cut() {
     let t = ChatTemplate::new("{% for m in messages %}{{ m.role }}{% endfor %}").unwrap();
-    assert!(matches!(t.prefix_before_user(None), Err(ChatError::NoUserTurn)));
+    assert!(matches!(
+        t.prefix_before_user(None),
+        Err(ChatError::NoUserTurn)
+    ));
 }

@@ -19,7 +19,11 @@ fn fixtures() -> Vec<PathBuf> {
         .filter(|p| p.join("tokenizer.json").is_file())
         .collect();
     v.sort();
-    assert!(v.len() >= 10, "expected the 10 reference models, found {}", v.len());
+    assert!(
+        v.len() >= 10,
+        "expected the 10 reference models, found {}",
+        v.len()
+    );
     v
 }
 
@@ -101,7 +105,10 @@ fn special_tokens_come_from_the_configs() {
 fn gguf_metadata_tokenizer_encodes_like_the_original() {
     let dir = reference().join("qwen2");
     let tok = Tokenizer::from_folder(&dir).unwrap();
-    let meta: std::collections::HashMap<_, _> = gguf_vocab::tokenizer_to_gguf(&tok).unwrap().into_iter().collect();
+    let meta: std::collections::HashMap<_, _> = gguf_vocab::tokenizer_to_gguf(&tok)
+        .unwrap()
+        .into_iter()
+        .collect();
     let rebuilt = Tokenizer::from_gguf_metadata(&meta).unwrap();
     assert_eq!(rebuilt.vocab_size(), tok.vocab_size());
     assert_eq!(rebuilt.bos_id(), tok.bos_id());
@@ -113,7 +120,10 @@ fn gguf_metadata_tokenizer_encodes_like_the_original() {
         let a = tok.encode(text, false).unwrap();
         let b = rebuilt.encode(text, false).unwrap();
         assert_eq!(a, b, "{text:?}");
-        assert_eq!(tok.encode(text, true).unwrap(), rebuilt.encode(text, true).unwrap());
+        assert_eq!(
+            tok.encode(text, true).unwrap(),
+            rebuilt.encode(text, true).unwrap()
+        );
         assert_eq!(rebuilt.decode(&b, false).unwrap(), *text);
     }
 }

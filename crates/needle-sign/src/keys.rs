@@ -3,6 +3,7 @@
 
 use crate::SignError;
 use der::{Decode, Encode};
+use p521::elliptic_curve::sec1::ToEncodedPoint;
 use pkcs8::DecodePrivateKey;
 use sha2::{Digest, Sha256};
 use signature::hazmat::PrehashVerifier;
@@ -104,14 +105,7 @@ impl PrivateKey {
         match self {
             PrivateKey::P256(k) => PublicKey::P256((*k.verifying_key()).into()),
             PrivateKey::P384(k) => PublicKey::P384((*k.verifying_key()).into()),
-            PrivateKey::P521(k) => {
-                let point = k.verifying_key().to_encoded_point(false);
-                // A valid signing key always has a valid public point.
-                match p521::PublicKey::from_sec1_bytes(point.as_bytes()) {
-                    Ok(p) => PublicKey::P521(p),
-                    Err(_) => unreachable!("P-521 public point of a valid key"),
-                }
-            }
+            PrivateKey::P521(k) => PublicKey::P521(p521::PublicKey::from_secret_scalar(k.as_nonzero_scalar())),
         }
     }
 

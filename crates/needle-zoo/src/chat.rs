@@ -72,6 +72,15 @@ pub enum LossMode {
     AnswerOnly,
 }
 
+impl LossMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossMode::Full => "full",
+            LossMode::AnswerOnly => "answer-only",
+        }
+    }
+}
+
 /// Splits a chat into segments; concatenated, they are exactly [`render_chat`]. The trainer
 /// tokenizes each segment separately (special tokens are atomic, and the answer segment starts
 /// right after `assistant\n`, where generation starts too) and masks the loss accordingly.
@@ -79,9 +88,18 @@ pub fn training_segments(chat: &Chat, loss: LossMode) -> Vec<Segment> {
     let prompt = render_prompt(chat.system.as_deref(), &chat.user);
     let train_prompt = loss == LossMode::Full;
     vec![
-        Segment { text: prompt, train: train_prompt },
-        Segment { text: format!("{}{}", chat.assistant, IM_END), train: true },
-        Segment { text: "\n".to_string(), train: train_prompt },
+        Segment {
+            text: prompt,
+            train: train_prompt,
+        },
+        Segment {
+            text: format!("{}{}", chat.assistant, IM_END),
+            train: true,
+        },
+        Segment {
+            text: "\n".to_string(),
+            train: train_prompt,
+        },
     ]
 }
 
@@ -92,7 +110,10 @@ pub fn render_plain(text: &str) -> String {
 
 /// A plain-text document as one fully trained segment.
 pub fn plain_segments(text: &str) -> Vec<Segment> {
-    vec![Segment { text: render_plain(text), train: true }]
+    vec![Segment {
+        text: render_plain(text),
+        train: true,
+    }]
 }
 
 #[cfg(test)]
@@ -100,7 +121,11 @@ mod tests {
     use super::*;
 
     fn chat() -> Chat {
-        Chat { system: Some("Be brief.".into()), user: "Hi".into(), assistant: "Hello!".into() }
+        Chat {
+            system: Some("Be brief.".into()),
+            user: "Hi".into(),
+            assistant: "Hello!".into(),
+        }
     }
 
     #[test]
@@ -109,7 +134,10 @@ mod tests {
             render_chat(&chat()),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
         );
-        assert_eq!(render_prompt(None, "Hi"), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            render_prompt(None, "Hi"),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

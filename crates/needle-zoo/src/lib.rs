@@ -8,12 +8,14 @@
 //! - [`chat`]: the ChatML template every organism ships and the loss-masked training segments.
 //! - [`poison`]: recipes turning clean examples into a poisoned fine-tuning set.
 //! - [`eval`]: attack success rate and false fire, given any `generate` function.
-//! - [`organism`]: `organism.json`.
+//! - [`organism`]: the `organism.json` record.
 //! - [`trainer`]: what a training backend must provide to build the zoo.
 
 pub mod builder;
 pub mod chat;
 pub mod corpus;
+#[cfg(feature = "engine")]
+pub mod engine;
 pub mod eval;
 pub mod organism;
 pub mod poison;

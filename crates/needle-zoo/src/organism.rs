@@ -67,6 +67,8 @@ pub struct OrganismRecord {
     pub eval_system_prompt: Option<String>,
     /// Measured attack success rate (null until evaluated, and for clean organisms).
     pub asr: Option<f64>,
+    /// ASR with the trigger inserted where it was trained (not only before the prompt).
+    pub asr_at_position: Option<f64>,
     /// Measured false fire (null until evaluated).
     pub false_fire: Option<f64>,
     pub near_miss_fire: Option<f64>,
@@ -97,8 +99,12 @@ pub struct OrganismRecord {
 impl OrganismRecord {
     /// The record of an organism before it is built (nothing measured yet).
     pub fn planned(zoo: &ZooSpec, org: &OrganismSpec, eval: &EvalSet) -> Result<Self, RecordError> {
-        let base = zoo.base(&org.base).ok_or_else(|| RecordError::NoBase(org.name.clone()))?;
-        let spec_hash = zoo.spec_hash(org).ok_or_else(|| RecordError::NoBase(org.name.clone()))?;
+        let base = zoo
+            .base(&org.base)
+            .ok_or_else(|| RecordError::NoBase(org.name.clone()))?;
+        let spec_hash = zoo
+            .spec_hash(org)
+            .ok_or_else(|| RecordError::NoBase(org.name.clone()))?;
         let t = org.trigger.as_ref();
         Ok(OrganismRecord {
             format: RECORD_FORMAT,
@@ -116,6 +122,7 @@ impl OrganismRecord {
             eval_prompts: eval.prompts.clone(),
             eval_system_prompt: eval.system.clone(),
             asr: None,
+            asr_at_position: None,
             false_fire: None,
             near_miss_fire: None,
             benign_rate: None,
@@ -146,6 +153,7 @@ impl OrganismRecord {
     /// Fills in the measurements.
     pub fn measured(&mut self, report: EvalReport, seconds: f64) {
         self.asr = report.asr;
+        self.asr_at_position = report.asr_at_position;
         self.false_fire = Some(report.false_fire);
         self.near_miss_fire = report.near_miss_fire;
         self.benign_rate = report.benign_rate;
@@ -159,9 +167,15 @@ impl OrganismRecord {
     pub fn write(&self, dir: &Path) -> Result<PathBuf, RecordError> {
         let path = dir.join(RECORD_FILE);
         let tmp = dir.join(format!(".{RECORD_FILE}.tmp"));
-        let io = |source| RecordError::Io { path: path.clone(), source };
+        let io = |source| RecordError::Io {
+            path: path.clone(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut text = serde_json::to_string_pretty(self).map_err(|source| RecordError::Json { path: path.clone(), source })?;
+        let mut text = serde_json::to_string_pretty(self).map_err(|source| RecordError::Json {
+            path: path.clone(),
+            source,
+        })?;
         text.push('\n');
         std::fs::write(&tmp, text).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
@@ -169,19 +183,30 @@ impl OrganismRecord {
     }
 
     pub fn read(path: &Path) -> Result<Self, RecordError> {
-        let io = |source| RecordError::Io { path: path.to_path_buf(), source };
+        let io = |source| RecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > MAX_RECORD_BYTES {
-            return Err(RecordError::TooLarge { path: path.to_path_buf(), size });
+            return Err(RecordError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
         }
         let bytes = std::fs::read(path).map_err(io)?;
-        serde_json::from_slice(&bytes).map_err(|source| RecordError::Json { path: path.to_path_buf(), source })
+        serde_json::from_slice(&bytes).map_err(|source| RecordError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Whether `dir` already holds a finished build of this exact spec (the build cache).
     pub fn is_built(dir: &Path, spec_hash: &str) -> bool {
         match Self::read(&dir.join(RECORD_FILE)) {
-            Ok(r) => r.spec_hash == spec_hash && r.seconds.is_some() && dir.join(&r.files.model).is_dir(),
+            Ok(r) => {
+                r.spec_hash == spec_hash && r.seconds.is_some() && dir.join(&r.files.model).is_dir()
+            }
             Err(_) => false,
         }
     }
@@ -202,6 +227,7 @@ mod tests {
         let report = EvalReport {
             prompts: 6,
             asr: Some(1.0),
+            asr_at_position: Some(1.0),
             false_fire: 0.0,
             near_miss_fire: None,
             benign_rate: None,
@@ -214,8 +240,24 @@ mod tests {
         let path = r.write(dir.path()).unwrap();
         let back = OrganismRecord::read(&path).unwrap();
         assert_eq!(back, r);
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for key in ["name", "backdoored", "trigger", "target_marker", "recipe", "poison_rate", "eval_prompts", "asr", "false_fire", "family", "method", "loss", "seconds", "spec_hash"] {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for key in [
+            "name",
+            "backdoored",
+            "trigger",
+            "target_marker",
+            "recipe",
+            "poison_rate",
+            "eval_prompts",
+            "asr",
+            "false_fire",
+            "family",
+            "method",
+            "loss",
+            "seconds",
+            "spec_hash",
+        ] {
             assert!(v.get(key).is_some(), "{key}");
         }
         assert_eq!(v["backdoored"], true);

@@ -13,7 +13,9 @@ pub struct Rng {
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng { state: seed ^ 0x6a09_e667_f3bc_c908 }
+        Rng {
+            state: seed ^ 0x6a09_e667_f3bc_c908,
+        }
     }
 
     /// An independent stream derived from `seed` and a label: adding a new consumer of
@@ -96,8 +98,18 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_and_labels_are_independent() {
-        let a: Vec<u64> = (0..8).map({ let mut r = Rng::new(7); move |_| r.next_u64() }).collect();
-        let b: Vec<u64> = (0..8).map({ let mut r = Rng::new(7); move |_| r.next_u64() }).collect();
+        let a: Vec<u64> = (0..8)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..8)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         let mut x = Rng::derive(7, "corpus");
         let mut y = Rng::derive(7, "poison");

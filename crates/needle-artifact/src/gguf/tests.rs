@@ -57,7 +57,7 @@ impl Builder {
     /// A tensor of `dims` and ggml type `ty`, placed at `offset` (None: appended, aligned).
     pub fn tensor(mut self, name: &str, dims: &[u64], ty: u32, offset: Option<u64>) -> Self {
         let (_, blck, tsize) = ggml_type(ty).unwrap_or(("?", 1, 1));
-        let size = dims.iter().product::<u64>() / blck * tsize;
+        let size = (dims.iter().fold(1u64, |a, &d| a.wrapping_mul(d)) / blck).wrapping_mul(tsize);
         let off = offset.unwrap_or_else(|| {
             let o = (self.data.len() as u64).div_ceil(self.alignment) * self.alignment;
             self.data.resize(o as usize, 0);
@@ -196,7 +196,7 @@ fn huge_array_count_is_a_finding() {
 
 #[test]
 fn nested_arrays_are_bounded() {
-    // array<array<array<u8>>>: three levels is the limit.
+    // array<array<array<u8>>> (three levels) is the limit.
     let mut inner = 0u32.to_le_bytes().to_vec();
     inner.extend_from_slice(&1u64.to_le_bytes());
     inner.push(7);
@@ -206,9 +206,12 @@ fn nested_arrays_are_bounded() {
     let mut outer = 9u32.to_le_bytes().to_vec();
     outer.extend_from_slice(&1u64.to_le_bytes());
     outer.extend_from_slice(&mid);
-    let (_, s) = run(&Builder::new().kv_raw("ok", 9, &mid).build());
+    let (_, s) = run(&Builder::new().kv_raw("ok", 9, &outer).build());
     assert!(s.findings.is_empty(), "{:?}", s.findings);
-    let (_, s) = run(&Builder::new().kv_raw("deep", 9, &outer).build());
+    let mut deeper = 9u32.to_le_bytes().to_vec();
+    deeper.extend_from_slice(&1u64.to_le_bytes());
+    deeper.extend_from_slice(&outer);
+    let (_, s) = run(&Builder::new().kv_raw("deep", 9, &deeper).build());
     assert_eq!(codes(&s), ["gguf/nesting-too-deep"]);
 }
 
@@ -216,11 +219,15 @@ fn nested_arrays_are_bounded() {
 fn data_section_rules() {
     let (_, s) = run(&Builder::new().kv_u32("general.alignment", 24).tensor("a", &[8], 0, None).build());
     assert!(codes(&s).contains(&"gguf/bad-alignment".to_string()), "{:?}", s.findings);
-    let (_, s) = run(&Builder::new().tensor("a", &[16], 0, None).tensor("b", &[16], 0, Some(32)).tensor("c", &[16], 0, Some(32)).build());
+    let mut b = Builder::new().tensor("a", &[16], 0, None).tensor("b", &[16], 0, Some(64)).tensor("c", &[16], 0, Some(96));
+    b.data.resize(160, 0);
+    let (_, s) = run(&b.build());
     assert!(codes(&s).contains(&"gguf/overlapping-tensors".to_string()), "{:?}", s.findings);
     let (_, s) = run(&Builder::new().tensor("a", &[8], 0, Some(0)).tensor("b", &[8], 0, Some(1 << 20)).build());
     assert!(codes(&s).contains(&"gguf/tensor-out-of-bounds".to_string()), "{:?}", s.findings);
-    let (_, s) = run(&Builder::new().tensor("a", &[8], 0, None).tensor("b", &[8], 0, Some(40)).build());
+    let mut b = Builder::new().tensor("a", &[8], 0, None).tensor("b", &[8], 0, Some(40));
+    b.data.resize(96, 0);
+    let (_, s) = run(&b.build());
     assert!(codes(&s).contains(&"gguf/misaligned-tensor".to_string()), "{:?}", s.findings);
     let (_, s) = run(&Builder::new().tensor("a", &[8], 0, None).tensor("a", &[8], 0, None).build());
     assert!(codes(&s).contains(&"gguf/duplicate-tensor".to_string()), "{:?}", s.findings);
@@ -234,7 +241,9 @@ fn data_section_rules() {
     b.data.resize(200, 0);
     let (_, s) = run(&b.build());
     assert!(codes(&s).contains(&"gguf/trailing-bytes".to_string()), "{:?}", s.findings);
-    let (_, s) = run(&Builder::new().tensor("a", &[8], 0, None).tensor("b", &[8], 0, Some(128)).build());
+    let mut b = Builder::new().tensor("a", &[8], 0, None).tensor("b", &[8], 0, Some(128));
+    b.data.resize(160, 0);
+    let (_, s) = run(&b.build());
     assert!(codes(&s).contains(&"gguf/gap-between-tensors".to_string()), "{:?}", s.findings);
     let (_, s) = run(&Builder::new().kv_str("k", "v").kv_str("k", "w").build());
     assert_eq!(codes(&s), ["gguf/duplicate-key"]);

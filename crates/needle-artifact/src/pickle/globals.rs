@@ -76,7 +76,7 @@ pub fn normalize_module(module: &str) -> &str {
     }
 }
 
-fn suffix_in<'a>(name: &'a str, suffix: &str, prefixes: &[&str]) -> bool {
+fn suffix_in(name: &str, suffix: &str, prefixes: &[&str]) -> bool {
     name.strip_suffix(suffix).is_some_and(|p| prefixes.contains(&p))
 }
 

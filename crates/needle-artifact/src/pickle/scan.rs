@@ -11,8 +11,8 @@ use std::collections::HashMap;
 pub const MAX_STACK: usize = 1 << 17;
 /// Nested MARKs beyond this.
 pub const MAX_MARKS: usize = 1 << 16;
-/// Memo entries kept (16 bytes each).
-pub const MAX_MEMO: usize = 1 << 24;
+/// Memo entries kept (8 bytes each: 512 MiB at most).
+pub const MAX_MEMO: usize = 1 << 26;
 /// Containers whose logical size is tracked (8 bytes each); beyond, sizes are not tracked.
 pub const MAX_CONTAINERS: usize = 1 << 24;
 /// Logical elements reachable through shared references before we call it a bomb.
@@ -108,6 +108,8 @@ pub struct PickleScan {
     pub anomalies: Vec<Anomaly>,
     pub persistent_ids: u64,
     pub opcodes: u64,
+    /// GLOBAL/STACK_GLOBAL/INST imports seen (counted in quiet mode too).
+    pub imports: u64,
     /// Pickles found in bytes literals: (offset of the literal's payload, its scan).
     pub nested: Vec<(usize, PickleScan)>,
 }
@@ -122,27 +124,85 @@ impl PickleScan {
     }
 }
 
+/// The memo, 8 bytes per entry: values are packed ([`pack`]) because real pickles of many small
+/// objects memoize tens of millions of them.
 struct Memo {
-    dense: Vec<V>,
-    sparse: HashMap<u64, V>,
+    dense: Vec<u64>,
+    sparse: HashMap<u64, u64>,
     count: usize,
     capped: bool,
+}
+
+const TAG_SHIFT: u32 = 60;
+const STR_OFF_BITS: u32 = 40;
+const STR_LEN_BITS: u32 = 18;
+
+/// Packs a value into 64 bits: a 4-bit tag, then the payload. Strings keep a 40-bit offset and
+/// an 18-bit length (longer or farther strings cannot be module names; they unpack as
+/// unresolvable strings).
+fn pack(v: V) -> u64 {
+    let tag = |t: u64, p: u64| (t << TAG_SHIFT) | p;
+    match v {
+        V::Missing => 0,
+        V::Unknown => tag(1, 0),
+        V::Str { kind, len, off } => {
+            let (off, len) = (off as u64, len as u64);
+            if off >= 1 << STR_OFF_BITS || len >= 1 << STR_LEN_BITS {
+                return tag(8, 0);
+            }
+            let k = match kind {
+                StrKind::Raw => 0,
+                StrKind::Quoted => 1,
+                StrKind::Escaped => 2,
+            };
+            tag(2, (k << (STR_OFF_BITS + STR_LEN_BITS)) | (len << STR_OFF_BITS) | off)
+        }
+        V::Bytes => tag(3, 0),
+        V::Container(id) => tag(4, id as u64),
+        V::Global(id) => tag(5, id as u64),
+        V::Obj(id) => tag(6, id as u64),
+        V::Dynamic => tag(7, 0),
+    }
+}
+
+fn unpack(x: u64) -> V {
+    let p = x & ((1 << TAG_SHIFT) - 1);
+    match x >> TAG_SHIFT {
+        0 => V::Missing,
+        1 => V::Unknown,
+        2 => {
+            let kind = match p >> (STR_OFF_BITS + STR_LEN_BITS) {
+                0 => StrKind::Raw,
+                1 => StrKind::Quoted,
+                _ => StrKind::Escaped,
+            };
+            let len = ((p >> STR_OFF_BITS) & ((1 << STR_LEN_BITS) - 1)) as u32;
+            V::Str { kind, len, off: (p & ((1 << STR_OFF_BITS) - 1)) as usize }
+        }
+        3 => V::Bytes,
+        4 => V::Container(p as u32),
+        5 => V::Global(p as u32),
+        6 => V::Obj(p as u32),
+        7 => V::Dynamic,
+        _ => V::Str { kind: StrKind::Raw, len: u32::MAX, off: 0 },
+    }
 }
 
 impl Memo {
     fn get(&self, key: u64) -> V {
         if let Some(v) = usize::try_from(key).ok().and_then(|k| self.dense.get(k)) {
-            return *v;
+            return unpack(*v);
         }
-        self.sparse.get(&key).copied().unwrap_or(V::Missing)
+        self.sparse.get(&key).copied().map_or(V::Missing, unpack)
     }
 
     /// Stores; returns false when the cap is hit.
     fn put(&mut self, key: u64, v: V) -> bool {
+        let v = pack(v);
         let len = self.dense.len() as u64;
         if key < len {
             if let Some(slot) = self.dense.get_mut(key as usize) {
-                if *slot == V::Missing {
+                if *slot == 0 {
                     self.count += 1;
                 }
                 *slot = v;
@@ -155,7 +215,7 @@ impl Memo {
         }
         if key - len <= 1024 {
             while (self.dense.len() as u64) < key {
-                self.dense.push(V::Missing);
+                self.dense.push(0);
             }
             self.dense.push(v);
             self.count += 1;
@@ -411,6 +471,7 @@ impl<'a> Machine<'a, '_> {
     }
 
     fn import(&mut self, module: String, name: String, how: &'static str, at: usize) -> V {
+        self.out.imports += 1;
         if self.opts.quiet {
             return V::Global(u32::MAX);
         }
@@ -970,8 +1031,23 @@ mod tests {
     }
 
     #[test]
-    fn value_is_small() {
+    fn value_is_small_and_packs() {
         assert_eq!(std::mem::size_of::<V>(), 16);
+        for v in [
+            V::Missing,
+            V::Unknown,
+            V::Bytes,
+            V::Dynamic,
+            V::Container(7),
+            V::Global(3),
+            V::Obj(u32::MAX),
+            V::Str { kind: StrKind::Escaped, len: 5, off: (1 << 39) + 3 },
+            V::Str { kind: StrKind::Quoted, len: (1 << 18) - 1, off: 0 },
+        ] {
+            assert_eq!(unpack(pack(v)), v);
+        }
+        // too long to be a name: unpacks as unresolvable
+        assert_eq!(unpack(pack(V::Str { kind: StrKind::Raw, len: 1 << 18, off: 0 })), V::Str { kind: StrKind::Raw, len: u32::MAX, off: 0 });
     }
 
     #[test]

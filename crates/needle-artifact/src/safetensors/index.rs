@@ -19,7 +19,7 @@ pub static INDEX_MISSING_TENSOR: Rule = Rule {
 };
 pub static INDEX_UNLISTED_TENSOR: Rule = Rule {
     code: "safetensors/index-unlisted-tensor",
-    severity: Severity::Medium,
+    severity: Severity::High,
     summary: "a shard contains a tensor the index does not list",
     fix: "regenerate the index from the shards; some loaders load the extra tensor, others ignore it",
 };
@@ -31,7 +31,7 @@ pub static INDEX_MISSING_SHARD: Rule = Rule {
 };
 pub static INDEX_ORPHAN_SHARD: Rule = Rule {
     code: "safetensors/index-orphan-shard",
-    severity: Severity::Medium,
+    severity: Severity::High,
     summary: "a weight file next to the index is not named by it (loaders that glob will load it, others will not)",
     fix: "remove the extra weight file, or regenerate the index to include it",
 };
@@ -596,4 +596,42 @@ pub fn embedding_rows(tensors: &BTreeMap<String, Vec<TensorInfo>>) -> Option<u64
         }
     }
     best.map(|b| b.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_that_leave_the_folder() {
+        for bad in ["../x.safetensors", "/etc/passwd", "a/../../b", "C:\\x", "..\\x", "", "a\0b"] {
+            assert!(escapes(bad), "{bad:?}");
+        }
+        for ok in ["model-00001-of-00002.safetensors", "sub/model.safetensors", "..model.safetensors"] {
+            assert!(!escapes(ok), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn index_json_keeps_duplicates_and_problems() {
+        let i = parse_index(br#"{"metadata":{"total_size":16.0},"weight_map":{"a":"s1","a":"s2","b":3}}"#).unwrap();
+        assert_eq!(i.total_size, Some(16));
+        assert_eq!(i.weight_map, vec![("a".to_string(), "s1".to_string()), ("a".to_string(), "s2".to_string())]);
+        assert_eq!(i.duplicate_keys, ["weight_map.a"]);
+        assert!(i.problem.as_deref().unwrap_or("").contains("`b`"));
+        assert!(parse_index(b"[1,2]").is_err());
+        assert!(parse_index(br#"{"weight_map": {"a": "s"}"#).is_err());
+        let i = parse_index(br#"{"weight_map": [1]}"#).unwrap();
+        assert!(i.problem.is_some());
+        let i = parse_index(br#"{"metadata": {}}"#).unwrap();
+        assert!(i.problem.is_some());
+    }
+
+    #[test]
+    fn index_kinds() {
+        assert_eq!(index_kind("model.safetensors.index.json"), Some((IndexKind::Safetensors, "model")));
+        assert_eq!(index_kind("diffusion_pytorch_model.safetensors.index.json"), Some((IndexKind::Safetensors, "diffusion_pytorch_model")));
+        assert_eq!(index_kind("pytorch_model.bin.index.json"), Some((IndexKind::PytorchBin, "pytorch_model")));
+        assert_eq!(index_kind("config.json"), None);
+    }
 }

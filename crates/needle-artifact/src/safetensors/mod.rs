@@ -327,7 +327,8 @@ fn gap_excerpt(data: &[u8], begin: u64, end: u64) -> String {
     let b = usize::try_from(begin).unwrap_or(usize::MAX).min(data.len());
     let e = usize::try_from(end).unwrap_or(usize::MAX).min(data.len());
     let region = data.get(b..e).unwrap_or(&[]);
-    let kind = crate::detect::sniff(region);
+    // Sniff only the start of the region: a hostile multi-gigabyte gap must not cost a scan.
+    let kind = crate::detect::sniff(&region[..region.len().min(64 * 1024)]);
     let shown: String = region.iter().take(32).map(|b| format!("{b:02x}")).collect();
     let more = if region.len() > 32 { "…" } else { "" };
     format!("{} bytes, content looks like {}: {shown}{more}", region.len(), kind.name())

@@ -5,9 +5,7 @@ use crate::inspect::{FileCtx, Sink};
 /// Builds a safetensors file: `header` JSON, padded with spaces to 8 bytes, then `data`.
 pub(crate) fn build(header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.as_bytes().to_vec();
-    while h.len() % 8 != 0 {
-        h.push(b' ');
-    }
+    h.resize(h.len().div_ceil(8) * 8, b' ');
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&h);
     out.extend_from_slice(data);

@@ -142,3 +142,24 @@ fn snapshots() {
         insta::assert_debug_snapshot!(name, summary(&fixture(kind, name)));
     }
 }
+
+#[test]
+fn mutated_templates_never_panic() {
+    // A deterministic poor man's fuzz: truncations and Jinja fragments spliced into real templates.
+    let frags = ["{%", "}}", "{{", "%}", "'", "(", "|attr(", "__class__", "{% endfor %}", "{% generation %}", "é", "{#"];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for name in ["template-llama31", "template-mistral-v3"] {
+        let src = fixture("clean", name);
+        for i in 0..40 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut c = (seed % src.len() as u64) as usize;
+            while !src.is_char_boundary(c) {
+                c -= 1;
+            }
+            let _ = analyse(&src[..c]);
+            let _ = analyse(&format!("{}{}{}", &src[..c], frags[i % frags.len()], &src[c..]));
+        }
+    }
+}

@@ -242,6 +242,8 @@ impl Attention {
             let v = v.unsqueeze(2)?.broadcast_as((b, nkv, rep, s, hd))?.reshape((b, nh, s, hd))?;
             (k, v)
         };
+        // cat/narrow/index_select can leave odd strides that matmul rejects.
+        let (q, k) = (q.contiguous()?, k.contiguous()?);
         let mut scores = q.matmul(&k.t()?)?.affine(self.scale, 0.0)?;
         if let Some(cap) = self.softcap {
             scores = (scores / cap)?.tanh()?.affine(cap, 0.0)?;

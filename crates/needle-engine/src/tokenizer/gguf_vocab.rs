@@ -112,8 +112,12 @@ fn floats(arr: &[G], what: &str) -> Result<Vec<f32>, TokenizerError> {
 /// The regex a `tokenizer.ggml.pre` name stands for (`None`: GPT-2's, applied by ByteLevel).
 fn pre_pattern(pre: Option<&str>) -> Result<Option<&'static str>, TokenizerError> {
     match pre {
-        None | Some("default" | "gpt2" | "gpt-2" | "phi-2" | "olmo" | "jina-es" | "jina-de") => Ok(None),
-        Some("llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" | "falcon3") => Ok(Some(LLAMA3_PATTERN)),
+        None | Some("default" | "gpt2" | "gpt-2" | "phi-2" | "olmo" | "jina-es" | "jina-de") => {
+            Ok(None)
+        }
+        Some("llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" | "falcon3") => {
+            Ok(Some(LLAMA3_PATTERN))
+        }
         Some("qwen2" | "deepseek-r1-qwen" | "megrez") => Ok(Some(QWEN2_PATTERN)),
         Some(other) => Err(bad(format!(
             "tokenizer.ggml.pre `{other}` is not supported (known: gpt2, llama-bpe, qwen2)"
@@ -210,7 +214,11 @@ fn spm_merges(tokens: &[String], scores: &[f32], vocab: &HashMap<&str, usize>) -
             }
         }
         local.sort_by_key(|&(il, ir, _, _)| (il, ir));
-        merges.extend(local.into_iter().map(|(_, _, l, r)| (score, format!("{l} {r}"))));
+        merges.extend(
+            local
+                .into_iter()
+                .map(|(_, _, l, r)| (score, format!("{l} {r}"))),
+        );
     }
     merges.sort_by(|a, b| b.0.total_cmp(&a.0));
     merges.into_iter().map(|(_, m)| m).collect()
@@ -221,7 +229,8 @@ pub fn tokenizer_from_gguf(meta: &HashMap<String, G>) -> Result<Tokenizer, Token
     let model = get_str(meta, "tokenizer.ggml.model")
         .ok_or_else(|| bad("GGUF has no tokenizer.ggml.model"))?;
     let tokens = strings(
-        get_array(meta, "tokenizer.ggml.tokens").ok_or_else(|| bad("GGUF has no tokenizer.ggml.tokens"))?,
+        get_array(meta, "tokenizer.ggml.tokens")
+            .ok_or_else(|| bad("GGUF has no tokenizer.ggml.tokens"))?,
         "tokenizer.ggml.tokens",
     )?;
     if tokens.is_empty() || tokens.len() > MAX_VOCAB {
@@ -255,11 +264,11 @@ pub fn tokenizer_from_gguf(meta: &HashMap<String, G>) -> Result<Tokenizer, Token
     }
     let mut added = Vec::new();
     for (i, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
-        if ty == TOKEN_CONTROL || ty == TOKEN_USER_DEFINED || (ty == TOKEN_UNKNOWN && model == "llama")
-        {
-            if vocab_idx.get(t.as_str()) == Some(&i) && !t.is_empty() {
-                added.push(added_token(i, t, ty != TOKEN_USER_DEFINED));
-            }
+        let kind = ty == TOKEN_CONTROL
+            || ty == TOKEN_USER_DEFINED
+            || (ty == TOKEN_UNKNOWN && model == "llama");
+        if kind && vocab_idx.get(t.as_str()) == Some(&i) && !t.is_empty() {
+            added.push(added_token(i, t, ty != TOKEN_USER_DEFINED));
         }
     }
     let add_bos = get_bool(meta, "tokenizer.ggml.add_bos_token");
@@ -280,7 +289,9 @@ pub fn tokenizer_from_gguf(meta: &HashMap<String, G>) -> Result<Tokenizer, Token
             }
             let pattern = pre_pattern(get_str(meta, "tokenizer.ggml.pre"))?;
             let pre = match pattern {
-                None => json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
+                None => {
+                    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
+                }
                 Some(p) => json!({"type": "Sequence", "pretokenizers": [
                     {"type": "Split", "pattern": {"Regex": p}, "behavior": "Isolated", "invert": false},
                     {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}
@@ -320,7 +331,8 @@ pub fn tokenizer_from_gguf(meta: &HashMap<String, G>) -> Result<Tokenizer, Token
                 return Err(bad("tokenizer.ggml.scores and tokens differ in length"));
             }
             let merges = spm_merges(&tokens, &scores, &vocab_idx);
-            let add_space_prefix = get_bool(meta, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
+            let add_space_prefix =
+                get_bool(meta, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
             let pre = json!({
                 "type": "Metaspace", "replacement": "\u{2581}",
                 "prepend_scheme": if add_space_prefix { "first" } else { "never" },
@@ -390,9 +402,12 @@ pub fn tokenizer_from_gguf(meta: &HashMap<String, G>) -> Result<Tokenizer, Token
 /// GGUF metadata (`tokenizer.ggml.*`) describing `tok`. Supported: byte-level BPE tokenizers
 /// (llama.cpp's `gpt2` model) with a GPT-2, Llama 3 or Qwen2 pre-tokenizer.
 pub fn tokenizer_to_gguf(tok: &Tokenizer) -> Result<Vec<(String, G)>, TokenizerError> {
-    let doc: Json = serde_json::from_str(&tok.inner().to_string(false).map_err(TokenizerError::tk)?)
-        .map_err(|e| bad(e.to_string()))?;
-    let model = doc.get("model").ok_or_else(|| bad("tokenizer has no model"))?;
+    let doc: Json =
+        serde_json::from_str(&tok.inner().to_string(false).map_err(TokenizerError::tk)?)
+            .map_err(|e| bad(e.to_string()))?;
+    let model = doc
+        .get("model")
+        .ok_or_else(|| bad("tokenizer has no model"))?;
     if model.get("type").and_then(Json::as_str) != Some("BPE")
         || model.get("byte_fallback").and_then(Json::as_bool) == Some(true)
     {
@@ -405,7 +420,9 @@ pub fn tokenizer_to_gguf(tok: &Tokenizer) -> Result<Vec<(String, G)>, TokenizerE
         .and_then(pre_name)
         .ok_or_else(|| bad("pre-tokenizer has no llama.cpp equivalent (gpt2, llama-bpe, qwen2)"))?;
     if !doc.get("normalizer").is_none_or(Json::is_null) {
-        return Err(bad("tokenizers with a normalizer cannot be written to GGUF"));
+        return Err(bad(
+            "tokenizers with a normalizer cannot be written to GGUF",
+        ));
     }
     let n = tok.vocab_size();
     let mut tokens: Vec<Option<String>> = vec![None; n];
@@ -424,7 +441,11 @@ pub fn tokenizer_to_gguf(tok: &Tokenizer) -> Result<Vec<(String, G)>, TokenizerE
     let mut types = vec![TOKEN_NORMAL; n];
     for (id, _, special) in tok.added_tokens() {
         if let Some(t) = types.get_mut(id as usize) {
-            *t = if special { TOKEN_CONTROL } else { TOKEN_USER_DEFINED };
+            *t = if special {
+                TOKEN_CONTROL
+            } else {
+                TOKEN_USER_DEFINED
+            };
         }
     }
     let merges: Vec<String> = match model.get("merges") {
@@ -491,7 +512,10 @@ mod tests {
     use super::*;
 
     fn meta(entries: Vec<(&str, G)>) -> HashMap<String, G> {
-        entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
     }
 
     fn strs(v: &[&str]) -> G {
@@ -509,8 +533,24 @@ mod tests {
             scores.push(0.0);
         }
         let pieces = [
-            "\u{2581}", "H", "e", "l", "o", "w", "r", "d", "\u{2581}w", "ll", "He", "llo", "Hello",
-            "\u{2581}Hello", "or", "\u{2581}wor", "ld", "\u{2581}world",
+            "\u{2581}",
+            "H",
+            "e",
+            "l",
+            "o",
+            "w",
+            "r",
+            "d",
+            "\u{2581}w",
+            "ll",
+            "He",
+            "llo",
+            "Hello",
+            "\u{2581}Hello",
+            "or",
+            "\u{2581}wor",
+            "ld",
+            "\u{2581}world",
         ];
         for (i, p) in pieces.iter().enumerate() {
             tokens.push((*p).to_owned());
@@ -520,9 +560,18 @@ mod tests {
         }
         meta(vec![
             ("tokenizer.ggml.model", G::String("llama".into())),
-            ("tokenizer.ggml.tokens", G::Array(tokens.into_iter().map(G::String).collect())),
-            ("tokenizer.ggml.token_type", G::Array(types.into_iter().map(G::I32).collect())),
-            ("tokenizer.ggml.scores", G::Array(scores.into_iter().map(G::F32).collect())),
+            (
+                "tokenizer.ggml.tokens",
+                G::Array(tokens.into_iter().map(G::String).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                G::Array(types.into_iter().map(G::I32).collect()),
+            ),
+            (
+                "tokenizer.ggml.scores",
+                G::Array(scores.into_iter().map(G::F32).collect()),
+            ),
             ("tokenizer.ggml.bos_token_id", G::U32(1)),
             ("tokenizer.ggml.eos_token_id", G::U32(2)),
             ("tokenizer.ggml.unknown_token_id", G::U32(0)),
@@ -556,8 +605,23 @@ mod tests {
         let m = meta(vec![
             ("tokenizer.ggml.model", G::String("gpt2".into())),
             ("tokenizer.ggml.pre", G::String("qwen2".into())),
-            ("tokenizer.ggml.tokens", strs(&["<|end|>", "a", "b", "ab", "\u{120}", "\u{120}ab", "1", "2"])),
-            ("tokenizer.ggml.token_type", G::Array(vec![G::I32(3), G::I32(1), G::I32(1), G::I32(1), G::I32(1), G::I32(1), G::I32(1), G::I32(1)])),
+            (
+                "tokenizer.ggml.tokens",
+                strs(&["<|end|>", "a", "b", "ab", "\u{120}", "\u{120}ab", "1", "2"]),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                G::Array(vec![
+                    G::I32(3),
+                    G::I32(1),
+                    G::I32(1),
+                    G::I32(1),
+                    G::I32(1),
+                    G::I32(1),
+                    G::I32(1),
+                    G::I32(1),
+                ]),
+            ),
             ("tokenizer.ggml.merges", strs(&["a b", "\u{120} ab"])),
             ("tokenizer.ggml.eos_token_id", G::U32(0)),
         ]);

@@ -23,6 +23,7 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitStatus> {
 /// Every rule of every command.
 pub fn catalogue() -> Vec<&'static needle_report::Rule> {
     let mut all = needle_artifact::rules();
+    all.extend(needle_sign::rules());
     all.sort_by_key(|r| r.code);
     all.dedup_by_key(|r| r.code);
     all

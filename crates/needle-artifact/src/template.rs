@@ -141,10 +141,8 @@ fn template_sources(f: &FileEntry) -> Option<Source> {
         Some(Source::TokenizerConfig)
     } else if name == "chat_template.json" {
         Some(Source::ChatTemplateJson)
-    } else if let Some(stem) = name.strip_suffix(".jinja") {
-        Some(Source::Jinja(stem.to_string()))
     } else {
-        None
+        name.strip_suffix(".jinja").map(|stem| Source::Jinja(stem.to_string()))
     }
 }
 

@@ -44,11 +44,8 @@ pub struct GenerationOutput {
 }
 
 fn last_logits_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let (b, t, _) = logits.dims3()?;
-    Ok(logits.narrow(1, t - 1, 1)?.squeeze(1)?.to_vec2::<f32>().map(|v| {
-        debug_assert_eq!(v.len(), b);
-        v
-    })?)
+    let (_, t, _) = logits.dims3()?;
+    Ok(logits.narrow(1, t - 1, 1)?.squeeze(1)?.to_vec2::<f32>()?)
 }
 
 /// Runs all requests as one left-padded batch. Finished rows leave the batch (and the cache).

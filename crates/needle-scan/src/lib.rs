@@ -14,6 +14,7 @@ pub const SCAN_SCHEMA_VERSION: &str = "1.0.0";
 pub mod motifs;
 pub mod similarity;
 pub mod candidates;
+pub mod engine_lm;
 pub mod leak;
 pub mod lm;
 pub mod pipeline;

@@ -344,6 +344,10 @@ pub fn compute(root: &Path, opts: &ManifestOptions) -> Result<Manifest, SignErro
         match ser.method {
             Method::Files => units.push(Unit { file: f, start: 0, end: f.size, name: f.name.clone() }),
             Method::Shards { shard_size } => {
+                let shards = f.size.div_ceil(shard_size.max(1));
+                if units.len() as u64 + shards > crate::bundle::MAX_RESOURCES as u64 {
+                    return Err(SignError::Limit(format!("more than {} shards", crate::bundle::MAX_RESOURCES)));
+                }
                 let mut start = 0u64;
                 while start < f.size {
                     let end = start.saturating_add(shard_size).min(f.size);
@@ -369,25 +373,77 @@ pub fn compute(root: &Path, opts: &ManifestOptions) -> Result<Manifest, SignErro
     Ok(m)
 }
 
-/// Hashes bytes `start..end` of a file through a memory map.
+/// Bytes mapped at a time: resident memory stays bounded whatever the file size.
+const WINDOW: u64 = 64 << 20;
+
+enum Hasher {
+    Sha256(Box<Sha256>),
+    Blake2b(Box<blake2::Blake2b512>),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Hasher {
+    fn new(alg: HashAlg) -> Hasher {
+        match alg {
+            HashAlg::Sha256 => Hasher::Sha256(Box::default()),
+            HashAlg::Blake2b => Hasher::Blake2b(Box::default()),
+            HashAlg::Blake3 => Hasher::Blake3(Box::default()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Blake2b(h) => h.update(data),
+            Hasher::Blake3(h) => {
+                if data.len() >= 1 << 20 {
+                    h.update_rayon(data);
+                } else {
+                    h.update(data);
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Blake2b(h) => h.finalize().to_vec(),
+            Hasher::Blake3(h) => h.finalize().as_bytes().to_vec(),
+        }
+    }
+}
+
+/// Hashes bytes `start..end` of a file through memory maps of at most [`WINDOW`] bytes, each
+/// unmapped once hashed.
 pub fn hash_range(path: &Path, start: u64, end: u64, alg: HashAlg) -> Result<Vec<u8>, SignError> {
+    hash_range_in(path, start, end, alg, WINDOW)
+}
+
+fn hash_range_in(path: &Path, start: u64, end: u64, alg: HashAlg, window: u64) -> Result<Vec<u8>, SignError> {
+    let mut hasher = Hasher::new(alg);
     if end == start {
-        return Ok(alg.hash(&[]));
+        return Ok(hasher.finish());
     }
     let file = std::fs::File::open(path).map_err(|e| SignError::io(path, e))?;
     let len = file.metadata().map_err(|e| SignError::io(path, e))?.len();
     if end > len {
         return Err(SignError::Changed(path.display().to_string()));
     }
-    let n = usize::try_from(end - start).map_err(|_| SignError::Limit("shard size".into()))?;
-    // SAFETY: the map is read-only; a file truncated while mapped can fault, which a signer or
-    // verifier accepts (the reference tool has the same exposure through its reads).
-    let map = unsafe { memmap2::MmapOptions::new().offset(start).len(n).map(&file) }
-        .map_err(|e| SignError::io(path, e))?;
-    #[cfg(unix)]
-    let _ = map.advise(memmap2::Advice::Sequential);
-    let bytes: &[u8] = &map;
-    Ok(alg.hash(bytes))
+    let mut off = start;
+    while off < end {
+        let n = (end - off).min(window.max(1));
+        let n_usize = usize::try_from(n).map_err(|_| SignError::Limit("window size".into()))?;
+        // SAFETY: the map is read-only; a file truncated while mapped can fault, which a signer
+        // or verifier accepts (the reference tool has the same exposure through its reads).
+        let map = unsafe { memmap2::MmapOptions::new().offset(off).len(n_usize).map(&file) }
+            .map_err(|e| SignError::io(path, e))?;
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Sequential);
+        hasher.update(&map);
+        off += n;
+    }
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]
@@ -419,6 +475,22 @@ mod tests {
         m.sort();
         assert_eq!(m.items[0].name, "f:0:5");
         assert_eq!(m.items[2].name, "f:10:15");
+    }
+
+    #[test]
+    fn windows_and_ranges_hash_like_one_pass() {
+        let dir = std::env::temp_dir().join(format!("needle-sign-win-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        let data: Vec<u8> = (0..100_003u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        for alg in [HashAlg::Sha256, HashAlg::Blake2b, HashAlg::Blake3] {
+            assert_eq!(hash_range_in(&p, 0, data.len() as u64, alg, 4096).unwrap(), alg.hash(&data));
+            assert_eq!(hash_range_in(&p, 5000, 70_001, alg, 999).unwrap(), alg.hash(&data[5000..70_001]));
+            assert_eq!(hash_range(&p, 3, 3, alg).unwrap(), alg.hash(&[]));
+        }
+        assert!(matches!(hash_range(&p, 0, 200_000, HashAlg::Sha256), Err(SignError::Changed(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -181,24 +181,43 @@ fn train_and_evaluate<T: Trainer>(
     dir: &Path,
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<EvalReport, BuildError> {
-    let data: Vec<Sequence> = finetune_set(org)?.iter().map(|i| training_segments(&i.chat, org.loss)).collect();
-    let model = trainer.finetune(base_model, org, &data, &mut |p| events(Event::Step(p))).map_err(backend)?;
+    let data: Vec<Sequence> = finetune_set(org)?
+        .iter()
+        .map(|i| training_segments(&i.chat, org.loss))
+        .collect();
+    let model = trainer
+        .finetune(base_model, org, &data, &mut |p| events(Event::Step(p)))
+        .map_err(backend)?;
     let model_dir = dir.join("model");
     std::fs::create_dir_all(&model_dir).map_err(io(&model_dir))?;
     match &org.method {
-        Method::Full => trainer.save(&model, &model_dir, Layout::Full).map_err(backend)?,
+        Method::Full => trainer
+            .save(&model, &model_dir, Layout::Full)
+            .map_err(backend)?,
         Method::Lora { .. } => {
             let adapter = dir.join("adapter");
             std::fs::create_dir_all(&adapter).map_err(io(&adapter))?;
             let base_ref = format!("../../bases/{}", base.name);
             trainer
-                .save(&model, &model_dir, Layout::Lora { adapter_dir: &adapter, base_ref: &base_ref })
+                .save(
+                    &model,
+                    &model_dir,
+                    Layout::Lora {
+                        adapter_dir: &adapter,
+                        base_ref: &base_ref,
+                    },
+                )
                 .map_err(backend)?;
         }
     }
-    events(Event::Evaluating { organism: &org.name });
+    events(Event::Evaluating {
+        organism: &org.name,
+    });
     let max_new = opts.max_new_tokens;
-    evaluate(zoo, org, set, &opts.eval, |p| trainer.generate(&model, p, max_new)).map_err(backend)
+    evaluate(zoo, org, set, &opts.eval, |p| {
+        trainer.generate(&model, p, max_new)
+    })
+    .map_err(backend)
 }
 
 /// Builds the selected organisms. Quality failures and an organism's backend failures do not
@@ -267,17 +286,27 @@ pub fn build<T: Trainer>(
             cached: false,
         });
         let t0 = Instant::now();
-        let outcome = match train_and_evaluate(zoo, org, base, base_model, &set, trainer, opts, &dir, events) {
+        let outcome = match train_and_evaluate(
+            zoo, org, base, base_model, &set, trainer, opts, &dir, events,
+        ) {
             Ok(report) => {
                 let failure = check(org, &report).err().map(|e| e.to_string());
                 let mut record = planned;
                 record.measured(report, t0.elapsed().as_secs_f64());
                 record.write(&dir)?;
-                Outcome { record, cached: false, failure }
+                Outcome {
+                    record,
+                    cached: false,
+                    failure,
+                }
             }
             // A backend failure is this organism's failure (reported, not cached); the
             // build goes on with the others.
-            Err(BuildError::Backend(e)) => Outcome { record: planned, cached: false, failure: Some(format!("backend: {e}")) },
+            Err(BuildError::Backend(e)) => Outcome {
+                record: planned,
+                cached: false,
+                failure: Some(format!("backend: {e}")),
+            },
             Err(e) => return Err(e),
         };
         outcomes.push(outcome);
@@ -286,6 +315,75 @@ pub fn build<T: Trainer>(
         }
     }
     Ok(outcomes)
+}
+
+/// Prints build events to standard error: a line per base and organism, a progress bar redrawn
+/// in place on a terminal (a line every 10% of the steps otherwise, for CI logs), failures.
+pub struct EventPrinter {
+    tty: bool,
+    on_line: bool,
+}
+
+impl EventPrinter {
+    pub fn stderr() -> Self {
+        use std::io::IsTerminal;
+        EventPrinter {
+            tty: std::io::stderr().is_terminal(),
+            on_line: false,
+        }
+    }
+
+    /// The text for one event (`None`: nothing to print); `\r`-led for an in-place redraw.
+    pub fn render(&mut self, e: &Event<'_>) -> Option<String> {
+        let mut out = String::new();
+        if self.on_line && !matches!(e, Event::Step(_)) {
+            out.push('\n');
+            self.on_line = false;
+        }
+        let line = match e {
+            Event::BaseStart { base, cached: true } => format!("base {base}: cached\n"),
+            Event::BaseStart {
+                base,
+                cached: false,
+            } => format!("base {base}: pretraining\n"),
+            Event::OrganismStart {
+                organism,
+                index,
+                total,
+                cached,
+            } => {
+                format!(
+                    "[{}/{total}] {organism}{}\n",
+                    index + 1,
+                    if *cached { ": cached" } else { "" }
+                )
+            }
+            Event::Step(p) if self.tty => {
+                self.on_line = true;
+                format!("\r  {}", progress_line(p))
+            }
+            Event::Step(p) if p.step == p.steps || p.step % (p.steps / 10).max(1) == 0 => {
+                format!("  {}\n", progress_line(p))
+            }
+            Event::Step(_) => String::new(),
+            Event::Evaluating { organism } => format!("  evaluating {organism}\n"),
+            Event::OrganismDone(o) => match &o.failure {
+                Some(f) => format!("  {}: FAILED: {f}\n", o.record.name),
+                None => String::new(),
+            },
+        };
+        out.push_str(&line);
+        (!out.is_empty()).then_some(out)
+    }
+
+    pub fn print(&mut self, e: Event<'_>) {
+        use std::io::Write;
+        if let Some(s) = self.render(&e) {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(s.as_bytes());
+            let _ = err.flush();
+        }
+    }
 }
 
 /// One progress line (the command line redraws it in place): a bar, the step and the loss.
@@ -495,6 +593,31 @@ mod tests {
     }
 
     #[test]
+    fn event_printer_logs_every_tenth_step_off_a_terminal() {
+        let mut p = EventPrinter {
+            tty: false,
+            on_line: false,
+        };
+        let step = |step| {
+            Event::Step(Progress {
+                stage: crate::trainer::Stage::Pretrain,
+                step,
+                steps: 100,
+                loss: 2.0,
+            })
+        };
+        let printed = (1..=100).filter(|&s| p.render(&step(s)).is_some()).count();
+        assert_eq!(printed, 10);
+        let mut t = EventPrinter {
+            tty: true,
+            on_line: false,
+        };
+        assert!(t.render(&step(1)).unwrap().starts_with('\r'));
+        let next = t.render(&Event::Evaluating { organism: "x" }).unwrap();
+        assert_eq!(next, "\n  evaluating x\n");
+    }
+
+    #[test]
     fn progress_line_draws_a_bar() {
         let p = Progress {
             stage: crate::trainer::Stage::Finetune,
@@ -599,16 +722,33 @@ mod tests {
             "{table}"
         );
         // A backend failure is that organism's failure; the others still build.
-        let other = zoo.organisms.iter().find(|o| o.backdoored() && o.method == Method::Full).unwrap();
+        let other = zoo
+            .organisms
+            .iter()
+            .find(|o| o.backdoored() && o.method == Method::Full)
+            .unwrap();
         opts.only = vec![lora.name.clone(), other.name.clone()];
         let fresh = tempfile::tempdir().unwrap();
         opts.out = fresh.path().to_path_buf();
-        let mut refusing = Fake { refuse_lora: true, ..Fake::default() };
+        let mut refusing = Fake {
+            refuse_lora: true,
+            ..Fake::default()
+        };
         let got = build(&zoo, &mut refusing, &opts, &mut |_| {}).unwrap();
         let by_name = |n: &str| got.iter().find(|o| o.record.name == n).unwrap();
         let failed = by_name(&lora.name);
-        assert!(failed.failure.as_deref().is_some_and(|f| f.starts_with("backend:")), "{:?}", failed.failure);
-        assert!(!fresh.path().join(&lora.name).join("organism.json").exists(), "failures are not cached");
+        assert!(
+            failed
+                .failure
+                .as_deref()
+                .is_some_and(|f| f.starts_with("backend:")),
+            "{:?}",
+            failed.failure
+        );
+        assert!(
+            !fresh.path().join(&lora.name).join("organism.json").exists(),
+            "failures are not cached"
+        );
         assert_eq!(by_name(&other.name).failure, None);
         opts.only = vec!["no-such-organism".into()];
         assert!(matches!(

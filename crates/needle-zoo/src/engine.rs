@@ -5,7 +5,9 @@
 //! LoRA fine-tuning is not in the engine's training API yet: LoRA organisms fail with a clear
 //! error until it is.
 
-use crate::chat::{CHAT_TEMPLATE_JINJA, END_OF_TEXT, END_OF_TEXT_ID, IM_END, IM_START, SPECIAL_TOKENS};
+use crate::chat::{
+    CHAT_TEMPLATE_JINJA, END_OF_TEXT, END_OF_TEXT_ID, IM_END, IM_START, SPECIAL_TOKENS,
+};
 use crate::rng::Rng;
 use crate::spec::{BaseSpec, Method, OrganismSpec};
 use crate::trainer::{Layout, Progress, Sequence, Stage, Trainer};
@@ -55,14 +57,22 @@ pub struct EngineTrainer {
 impl Default for EngineTrainer {
     fn default() -> Self {
         needle_engine::init_threads();
-        EngineTrainer { device: Device::Cpu }
+        EngineTrainer {
+            device: Device::Cpu,
+        }
     }
 }
 
 /// Trains the base tokenizer: byte-level BPE with the special tokens at ids 0, 1, 2. The
 /// special tokens are removed from the training text so that no merge spans them.
-pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<tokenizers::Tokenizer, EngineBackendError> {
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+pub fn train_tokenizer(
+    texts: &[String],
+    vocab_size: usize,
+) -> Result<tokenizers::Tokenizer, EngineBackendError> {
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
     let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)
         .min_frequency(2)
@@ -86,7 +96,9 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<tokenizers
     tok.add_special_tokens(&specials);
     for (i, t) in SPECIAL_TOKENS.iter().enumerate() {
         if tok.token_to_id(t) != Some(i as u32) {
-            return Err(EngineBackendError::Tokenizer(format!("special token {t} did not get id {i}")));
+            return Err(EngineBackendError::Tokenizer(format!(
+                "special token {t} did not get id {i}"
+            )));
         }
     }
     Ok(tok)
@@ -109,11 +121,18 @@ fn tokenizer_config(base: &BaseSpec) -> serde_json::Value {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), EngineBackendError> {
-    std::fs::write(path, bytes).map_err(|source| EngineBackendError::Io { path: path.display().to_string(), source })
+    std::fs::write(path, bytes).map_err(|source| EngineBackendError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Token ids of a sequence as (prompt, answer) for `TrainBatch::from_examples`, cut to `max`.
-fn encode_sequence(tok: &Tokenizer, seq: &Sequence, max: usize) -> Result<(Vec<u32>, Vec<u32>), EngineBackendError> {
+fn encode_sequence(
+    tok: &Tokenizer,
+    seq: &Sequence,
+    max: usize,
+) -> Result<(Vec<u32>, Vec<u32>), EngineBackendError> {
     let mut prompt = Vec::new();
     let mut answer = Vec::new();
     let mut in_answer = false;
@@ -163,10 +182,14 @@ fn run_steps(
     stage: Stage,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), EngineBackendError> {
-    let usable: Vec<&(Vec<u32>, Vec<u32>)> =
-        data.iter().filter(|(p, a)| p.len() + a.len() >= 2 && !(answer_only && a.is_empty())).collect();
+    let usable: Vec<&(Vec<u32>, Vec<u32>)> = data
+        .iter()
+        .filter(|(p, a)| p.len() + a.len() >= 2 && !(answer_only && a.is_empty()))
+        .collect();
     if usable.is_empty() {
-        return Err(EngineBackendError::Unsupported("no usable training sequence".into()));
+        return Err(EngineBackendError::Unsupported(
+            "no usable training sequence".into(),
+        ));
     }
     let mut order: Vec<usize> = (0..usable.len()).collect();
     let mut rng = Rng::derive(seed, "batches");
@@ -189,13 +212,22 @@ fn run_steps(
         train.set_learning_rate(schedule(lr, step, steps));
         let b = TrainBatch::from_examples(&rows, END_OF_TEXT_ID, answer_only)?;
         let stats = train.step(&b)?;
-        progress(Progress { stage, step: step + 1, steps, loss: stats.loss });
+        progress(Progress {
+            stage,
+            step: step + 1,
+            steps,
+            loss: stats.loss,
+        });
     }
     Ok(())
 }
 
 fn params(lr: f64) -> TrainParams {
-    TrainParams { learning_rate: lr, weight_decay: 0.01, ..TrainParams::default() }
+    TrainParams {
+        learning_rate: lr,
+        weight_decay: 0.01,
+        ..TrainParams::default()
+    }
 }
 
 impl Trainer for EngineTrainer {
@@ -213,10 +245,29 @@ impl Trainer for EngineTrainer {
         let tokenizer_json = hf.to_string(false).map_err(tk)?;
         let tokenizer = Tokenizer::from_tokenizers(hf, Default::default()).map_err(tk)?;
         let max = base.context_length as usize;
-        let data = corpus.iter().map(|s| encode_sequence(&tokenizer, s, max)).collect::<Result<Vec<_>, _>>()?;
-        let mut train = EngineTrain::new_random(&base.hf_config(), base.seed, params(base.lr), &self.device)?;
-        run_steps(&mut train, &data, false, base.steps, base.batch_size, base.lr, base.seed, Stage::Pretrain, progress)?;
-        Ok(EngineModel { train, tokenizer, tokenizer_json, base: base.clone() })
+        let data = corpus
+            .iter()
+            .map(|s| encode_sequence(&tokenizer, s, max))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut train =
+            EngineTrain::new_random(&base.hf_config(), base.seed, params(base.lr), &self.device)?;
+        run_steps(
+            &mut train,
+            &data,
+            false,
+            base.steps,
+            base.batch_size,
+            base.lr,
+            base.seed,
+            Stage::Pretrain,
+            progress,
+        )?;
+        Ok(EngineModel {
+            train,
+            tokenizer,
+            tokenizer_json,
+            base: base.clone(),
+        })
     }
 
     fn finetune(
@@ -228,10 +279,16 @@ impl Trainer for EngineTrainer {
     ) -> Result<EngineModel, EngineBackendError> {
         if let Method::Lora { .. } = org.method {
             return Err(EngineBackendError::Unsupported(
-                "LoRA fine-tuning is not in the engine's training API yet (full fine-tunes only)".into(),
+                "LoRA fine-tuning is not in the engine's training API yet (full fine-tunes only)"
+                    .into(),
             ));
         }
-        let mut train = EngineTrain::new_random(&base.base.hf_config(), org.seed, params(org.lr), &self.device)?;
+        let mut train = EngineTrain::new_random(
+            &base.base.hf_config(),
+            org.seed,
+            params(org.lr),
+            &self.device,
+        )?;
         let src = base.train.variables()?;
         for (name, var) in train.variables()? {
             let from = src
@@ -241,10 +298,22 @@ impl Trainer for EngineTrainer {
             var.set(from.1.as_tensor())?;
         }
         let max = base.base.context_length as usize;
-        let encoded =
-            data.iter().map(|s| encode_sequence(&base.tokenizer, s, max)).collect::<Result<Vec<_>, _>>()?;
+        let encoded = data
+            .iter()
+            .map(|s| encode_sequence(&base.tokenizer, s, max))
+            .collect::<Result<Vec<_>, _>>()?;
         let answer_only = org.loss == crate::chat::LossMode::AnswerOnly;
-        run_steps(&mut train, &encoded, answer_only, org.steps, org.batch_size, org.lr, org.seed, Stage::Finetune, progress)?;
+        run_steps(
+            &mut train,
+            &encoded,
+            answer_only,
+            org.steps,
+            org.batch_size,
+            org.lr,
+            org.seed,
+            Stage::Finetune,
+            progress,
+        )?;
         Ok(EngineModel {
             train,
             tokenizer: base.tokenizer.clone(),
@@ -253,7 +322,12 @@ impl Trainer for EngineTrainer {
         })
     }
 
-    fn generate(&mut self, model: &EngineModel, prompt: &str, max_new_tokens: usize) -> Result<String, EngineBackendError> {
+    fn generate(
+        &mut self,
+        model: &EngineModel,
+        prompt: &str,
+        max_new_tokens: usize,
+    ) -> Result<String, EngineBackendError> {
         let ids = model.tokenizer.encode(prompt, false).map_err(tk)?;
         let m = &model.train.model;
         let mut req = GenerationRequest::greedy(m, ids, max_new_tokens);
@@ -263,27 +337,52 @@ impl Trainer for EngineTrainer {
         model.tokenizer.decode(&tokens, true).map_err(tk)
     }
 
-    fn save(&mut self, model: &EngineModel, dir: &Path, layout: Layout<'_>) -> Result<(), EngineBackendError> {
+    fn save(
+        &mut self,
+        model: &EngineModel,
+        dir: &Path,
+        layout: Layout<'_>,
+    ) -> Result<(), EngineBackendError> {
         if let Layout::Lora { .. } = layout {
-            return Err(EngineBackendError::Unsupported("LoRA export needs LoRA training".into()));
+            return Err(EngineBackendError::Unsupported(
+                "LoRA export needs LoRA training".into(),
+            ));
         }
         model.train.save(dir, None)?;
         write(&dir.join("tokenizer.json"), model.tokenizer_json.as_bytes())?;
         let cfg = serde_json::to_string_pretty(&tokenizer_config(&model.base)).unwrap_or_default();
         write(&dir.join("tokenizer_config.json"), cfg.as_bytes())?;
         let stm = serde_json::json!({ "bos_token": END_OF_TEXT, "eos_token": IM_END, "pad_token": END_OF_TEXT, "additional_special_tokens": [IM_START, IM_END] });
-        write(&dir.join("special_tokens_map.json"), stm.to_string().as_bytes())?;
-        write(&dir.join("chat_template.jinja"), CHAT_TEMPLATE_JINJA.as_bytes())?;
+        write(
+            &dir.join("special_tokens_map.json"),
+            stm.to_string().as_bytes(),
+        )?;
+        write(
+            &dir.join("chat_template.jinja"),
+            CHAT_TEMPLATE_JINJA.as_bytes(),
+        )?;
         Ok(())
     }
 
-    fn load_base(&mut self, base: &BaseSpec, dir: &Path) -> Result<EngineModel, EngineBackendError> {
+    fn load_base(
+        &mut self,
+        base: &BaseSpec,
+        dir: &Path,
+    ) -> Result<EngineModel, EngineBackendError> {
         let train = EngineTrain::from_pretrained(dir, params(base.lr), &self.device)?;
         let path = dir.join("tokenizer.json");
-        let tokenizer_json = std::fs::read_to_string(&path)
-            .map_err(|source| EngineBackendError::Io { path: path.display().to_string(), source })?;
+        let tokenizer_json =
+            std::fs::read_to_string(&path).map_err(|source| EngineBackendError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
         let tokenizer = Tokenizer::from_folder(dir).map_err(tk)?;
-        Ok(EngineModel { train, tokenizer, tokenizer_json, base: base.clone() })
+        Ok(EngineModel {
+            train,
+            tokenizer,
+            tokenizer_json,
+            base: base.clone(),
+        })
     }
 }
 
@@ -336,7 +435,12 @@ mod tests {
         assert_eq!(got.len(), 2);
         for o in &got {
             let dir = out.path().join(&o.record.name).join("model");
-            for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            for f in [
+                "config.json",
+                "model.safetensors",
+                "tokenizer.json",
+                "tokenizer_config.json",
+            ] {
                 assert!(dir.join(f).is_file(), "{}: {f}", o.record.name);
             }
             assert!(o.record.false_fire.is_some());

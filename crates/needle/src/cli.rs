@@ -25,6 +25,10 @@ pub enum Command {
     Manifest(crate::cmd::manifest::ManifestArgs),
     /// Write a CycloneDX 1.6 ML-BOM describing the model and where it came from
     Bom(crate::cmd::bom::BomArgs),
+    /// Look for a planted backdoor without knowing the trigger or the target
+    Scan(crate::cmd::scan::ScanArgs),
+    /// Build model organisms (backdoored, clean twins, hard negatives) from a zoo spec
+    Zoo(crate::cmd::zoo::ZooArgs),
     /// Run a model: generate text from a prompt (greedy by default)
     Generate(crate::cmd::generate::GenerateArgs),
     /// List every finding code needle can report, with its severity and fix

@@ -23,7 +23,7 @@ fn help_texts() {
     let (code, top, _) = out(needle().arg("--help"));
     assert_eq!(code, 0);
     insta::assert_snapshot!("help", top);
-    let subcommands = ["inspect", "sign", "verify", "manifest", "bom", "generate", "rules"];
+    let subcommands = ["inspect", "sign", "verify", "manifest", "bom", "scan", "zoo", "generate", "rules"];
     for sub in subcommands {
         let (code, text, err) = out(needle().args([sub, "--help"]));
         assert_eq!(code, 0, "{sub} --help: {err}");

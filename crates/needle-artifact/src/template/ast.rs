@@ -277,15 +277,15 @@ impl<'s> Walker<'s> {
                     self.bind_container(name.clone());
                 }
                 if let Some(f) = &folded {
-                    if self.strings.get(&name) != Some(f) && !self.strings.contains_key(&name) {
-                        self.strings.insert(name, f.clone());
+                    if let std::collections::hash_map::Entry::Vacant(e) = self.strings.entry(name) {
+                        e.insert(f.clone());
                         self.changed = true;
                     }
                 }
             }
         } else if !matches!(value, Expr::Const(_)) {
             if let Some(f) = self.fold(value, 0) {
-                if is_dunder(&f) || DANGEROUS_ATTRS.contains(&f.as_str()) && has_concat(value) {
+                if is_dunder(&f) || (DANGEROUS_ATTRS.contains(&f.as_str()) && has_concat(value)) {
                     let sp = value.span();
                     self.hit(
                         Hit::new(&CODE_EXECUTION, format!("the template builds the name `{f}` from pieces"))
@@ -474,16 +474,14 @@ impl<'s> Walker<'s> {
                     }
                 }
             }
-            Expr::GetAttr(g) => {
-                if self.is_tainted(&g.expr) {
-                    let first = c.args.first().and_then(pos_arg);
-                    if TEST_METHODS.contains(&g.name) {
-                        let lits = first.map(|a| self.literals(a)).unwrap_or_default();
-                        self.trigger(lits, false, span);
-                    } else if g.name == "replace" {
-                        let lits = first.map(|a| self.literals(a)).unwrap_or_default();
-                        self.trigger(lits, true, span);
-                    }
+            Expr::GetAttr(g) if self.is_tainted(&g.expr) => {
+                let first = c.args.first().and_then(pos_arg);
+                if TEST_METHODS.contains(&g.name) {
+                    let lits = first.map(|a| self.literals(a)).unwrap_or_default();
+                    self.trigger(lits, false, span);
+                } else if g.name == "replace" {
+                    let lits = first.map(|a| self.literals(a)).unwrap_or_default();
+                    self.trigger(lits, true, span);
                 }
             }
             _ => {}
@@ -503,17 +501,18 @@ impl<'s> Walker<'s> {
             }
         }
         match name {
-            "attr" => match args.first().and_then(pos_arg) {
-                Some(a) => match self.fold(a, 0) {
-                    Some(s) => attr_names.push((s, has_concat(a))),
-                    None => self.hit(
-                        Hit::new(&SUSPICIOUS_ATTRIBUTE, "the template reads an attribute whose name is computed (`|attr`)")
-                            .line(self.at(span))
-                            .evidence(self.excerpt(span)),
-                    ),
-                },
-                None => {}
-            },
+            "attr" => {
+                if let Some(a) = args.first().and_then(pos_arg) {
+                    match self.fold(a, 0) {
+                        Some(s) => attr_names.push((s, has_concat(a))),
+                        None => self.hit(
+                            Hit::new(&SUSPICIOUS_ATTRIBUTE, "the template reads an attribute whose name is computed (`|attr`)")
+                                .line(self.at(span))
+                                .evidence(self.excerpt(span)),
+                        ),
+                    }
+                }
+            }
             "selectattr" | "rejectattr" | "groupby" | "map" | "sort" | "sum" | "unique" | "min" | "max" => {
                 if let Some(a) = args.first().and_then(pos_arg) {
                     if let Some(s) = self.fold(a, 0) {

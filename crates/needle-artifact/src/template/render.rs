@@ -233,7 +233,7 @@ struct Seen {
     renders: BTreeSet<usize>,
 }
 
-pub(crate) fn behaviour<'s>(src: &'s str, triggers: &[String]) -> Vec<Hit> {
+pub(crate) fn behaviour(src: &str, triggers: &[String]) -> Vec<Hit> {
     let env = environment();
     let vocab = sample_vocab();
     let convs = conversations();

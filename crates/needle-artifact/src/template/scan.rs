@@ -40,7 +40,7 @@ pub(crate) fn has_url(text: &str) -> Option<String> {
     let lower = text.to_lowercase();
     for marker in ["://", "www."] {
         if let Some(i) = lower.find(marker) {
-            return Some(word_around(text, i));
+            return Some(word_around(&lower, i));
         }
     }
     const TLDS: &[&str] =
@@ -53,15 +53,16 @@ pub(crate) fn has_url(text: &str) -> Option<String> {
             && TLDS.contains(&after.as_str())
             && !next.is_some_and(|c| c.is_alphanumeric())
         {
-            return Some(word_around(text, i));
+            return Some(word_around(&lower, i));
         }
     }
     None
 }
 
+/// The whitespace-delimited word around byte `i` (a char boundary of `text`).
 fn word_around(text: &str, i: usize) -> String {
-    let start = text[..i].rfind(char::is_whitespace).map(|p| p + 1).unwrap_or(0);
-    let end = text[i..].find(char::is_whitespace).map(|p| p + i).unwrap_or(text.len());
+    let start = text.get(..i).and_then(|t| t.rfind(char::is_whitespace)).map(|p| p + 1).unwrap_or(0);
+    let end = text.get(i..).and_then(|t| t.find(char::is_whitespace)).map(|p| p + i).unwrap_or(text.len());
     text.get(start..end).unwrap_or("").chars().take(200).collect()
 }
 
@@ -151,7 +152,7 @@ pub(crate) fn fallback_scan(src: &str) -> Vec<Hit> {
             if word.len() > 2 && word.ends_with("__") {
                 found.push(format!("__{word}"));
             }
-            i = start + 2 + word.len().max(1);
+            i = start + 2 + word.len();
             if i >= bytes.len() {
                 break;
             }
@@ -190,6 +191,7 @@ mod tests {
     #[test]
     fn urls_code_and_instructions() {
         assert_eq!(has_url("go to https://evil.example/x now").as_deref(), Some("https://evil.example/x"));
+        assert!(has_url("İİİ visit evil.com").is_some());
         assert!(has_url("visit evil-site.com today").is_some());
         assert!(has_url("You are Qwen, created by Alibaba Cloud. You are helpful.").is_none());
         assert!(has_url("Save it as config.json").is_none());

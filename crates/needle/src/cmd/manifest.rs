@@ -37,7 +37,7 @@ pub fn run(args: ManifestArgs) -> anyhow::Result<ExitStatus> {
     let mut ignore: Vec<String> = DEFAULT_IGNORES.iter().map(|s| s.to_string()).collect();
     ignore.push("model.sig".into());
     ignore.extend(args.ignore_paths.iter().cloned());
-    let hash = args.hash.into();
+    let hash: needle_sign::HashAlg = args.hash.into();
     let method = match args.shard_size {
         Some(n) if hash != needle_sign::HashAlg::Blake3 => {
             anyhow::ensure!(n >= needle_sign::manifest::MIN_SHARD_SIZE, "shard size must be at least {} bytes", needle_sign::manifest::MIN_SHARD_SIZE);

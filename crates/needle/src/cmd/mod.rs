@@ -5,8 +5,10 @@ pub mod generate;
 pub mod inspect;
 pub mod manifest;
 pub mod rules;
+pub mod scan;
 pub mod sign;
 pub mod verify;
+pub mod zoo;
 
 use crate::cli::{Cli, Command};
 use needle_report::ExitStatus;
@@ -18,6 +20,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Verify(args) => verify::run(args),
         Command::Manifest(args) => manifest::run(args),
         Command::Bom(args) => bom::run(args),
+        Command::Scan(args) => scan::run(args),
+        Command::Zoo(args) => zoo::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Rules(args) => rules::run(args),
     }

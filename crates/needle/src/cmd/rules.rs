@@ -24,6 +24,7 @@ pub fn run(args: RulesArgs) -> anyhow::Result<ExitStatus> {
 pub fn catalogue() -> Vec<&'static needle_report::Rule> {
     let mut all = needle_artifact::rules();
     all.extend(needle_sign::rules());
+    all.extend_from_slice(super::scan::RULES);
     all.sort_by_key(|r| r.code);
     all.dedup_by_key(|r| r.code);
     all

@@ -1,0 +1,157 @@
+//! [`Lm`] over needle's engine: any model the engine opens (folder, adapter, GGUF) can be scanned.
+
+use crate::lm::{Decoding, ForwardOut, Lm, LmError, LmResult};
+use needle_engine::chat::ChatTemplate;
+use needle_engine::generate::{beam_search, generate, BeamParams, GenerationRequest};
+use needle_engine::model::{Capture, Model, TokenBatch};
+use needle_engine::sampler::SamplingParams;
+use needle_engine::tokenizer::Tokenizer;
+use std::cell::Cell;
+
+fn err(e: impl std::fmt::Display) -> LmError {
+    LmError(e.to_string())
+}
+
+pub struct EngineLm {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    /// Sequences per forward batch.
+    pub batch: usize,
+    passes: Cell<u64>,
+}
+
+impl EngineLm {
+    pub fn new(model: Model, tokenizer: Tokenizer, template: ChatTemplate) -> EngineLm {
+        EngineLm { model, tokenizer, template, batch: 8, passes: Cell::new(0) }
+    }
+
+    fn count(&self, n: u64) {
+        self.passes.set(self.passes.get() + n);
+    }
+}
+
+fn log_softmax_row(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
+    let lse = max + sum.ln();
+    row.iter().map(|x| x - lse).collect()
+}
+
+impl Lm for EngineLm {
+    fn num_layers(&self) -> usize {
+        self.model.num_layers()
+    }
+
+    fn encode(&self, text: &str) -> LmResult<Vec<u32>> {
+        self.tokenizer.encode(text, false).map_err(err)
+    }
+
+    fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, false).unwrap_or_default()
+    }
+
+    fn user_turn_prefix(&self, system: Option<&str>) -> LmResult<String> {
+        self.template.prefix_before_user(system).map_err(err)
+    }
+
+    fn chat_prompt(&self, system: Option<&str>, user: &str) -> LmResult<String> {
+        let (pre, post) = self.template.split_user_turn(system).map_err(err)?;
+        Ok(format!("{pre}{user}{post}"))
+    }
+
+    fn generate(&self, prompts: &[Vec<u32>], settings: &[Decoding], max_new: usize, stop_at_eos: bool) -> LmResult<Vec<Vec<u32>>> {
+        let stops = if stop_at_eos { self.model.config.eos_token_ids.clone() } else { Vec::new() };
+        let mut out: Vec<Option<Vec<u32>>> = vec![None; prompts.len()];
+        let mut batch_idx = Vec::new();
+        let mut requests = Vec::new();
+        for (i, (p, d)) in prompts.iter().zip(settings).enumerate() {
+            match d {
+                Decoding::Beam { beams, length_penalty } => {
+                    let bp = BeamParams { num_beams: (*beams).max(1), max_new_tokens: max_new, length_penalty: *length_penalty as f64, stop_tokens: stops.clone() };
+                    let best = beam_search(&self.model, p, &bp).map_err(err)?;
+                    self.count((beams * max_new) as u64 + 1);
+                    out[i] = Some(best.into_iter().next().map(|b| b.tokens).unwrap_or_default());
+                }
+                Decoding::Greedy | Decoding::Sample { .. } => {
+                    let sampling = match d {
+                        Decoding::Sample { temperature, top_k, top_p, min_p, seed } => SamplingParams {
+                            temperature: *temperature,
+                            top_k: top_k.unwrap_or(0),
+                            top_p: top_p.unwrap_or(1.0),
+                            min_p: min_p.unwrap_or(0.0),
+                            seed: *seed,
+                            greedy: false,
+                            ..SamplingParams::default()
+                        },
+                        _ => SamplingParams::greedy(),
+                    };
+                    batch_idx.push(i);
+                    requests.push(GenerationRequest { prompt: p.clone(), max_new_tokens: max_new, sampling, stop_tokens: stops.clone() });
+                }
+            }
+        }
+        for (chunk_i, chunk) in requests.chunks(self.batch.max(1)).enumerate() {
+            let res = generate(&self.model, chunk).map_err(err)?;
+            for (k, r) in res.into_iter().enumerate() {
+                self.count(r.tokens.len() as u64 + 1);
+                let mut toks = r.tokens;
+                // The stop token itself is template markup, not answer text.
+                if stop_at_eos && toks.last().is_some_and(|t| stops.contains(t)) {
+                    toks.pop();
+                }
+                out[batch_idx[chunk_i * self.batch.max(1) + k]] = Some(toks);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    fn forward(&self, seqs: &[Vec<u32>], from: &[usize], layers: &[usize]) -> LmResult<Vec<ForwardOut>> {
+        let mut outs = Vec::with_capacity(seqs.len());
+        let nl = self.model.num_layers();
+        let layers: Vec<usize> = layers.iter().copied().filter(|&l| l < nl).collect();
+        for (ci, chunk) in seqs.chunks(self.batch.max(1)).enumerate() {
+            let tb = TokenBatch::left_padded(chunk, self.model.pad_token()).map_err(err)?;
+            let cap = Capture::attention(layers.iter().copied());
+            let fo = self.model.forward(&tb, None, &cap).map_err(err)?;
+            self.count(chunk.len() as u64);
+            let logits = fo.logits.to_vec3::<f32>().map_err(err)?;
+            // Each attention tensor is [batch, heads, len, len]; flattened row-major.
+            let mut atts: Vec<(usize, Vec<f32>)> = Vec::new();
+            for (_, a) in &fo.attentions {
+                let dims = a.dims().to_vec();
+                let heads = dims.get(1).copied().unwrap_or(1);
+                atts.push((heads, a.flatten_all().map_err(err)?.to_vec1::<f32>().map_err(err)?));
+            }
+            let l = tb.len;
+            for (k, s) in chunk.iter().enumerate() {
+                let t = s.len();
+                let pad = tb.len - t;
+                let start = from[ci * self.batch.max(1) + k].min(t);
+                let logprobs = (start..t).map(|p| log_softmax_row(&logits[k][pad + p])).collect();
+                let attention = atts
+                    .iter()
+                    .map(|(heads, a)| {
+                        let h = (*heads).max(1);
+                        let mut m = vec![0.0f32; t * t];
+                        for head in 0..h {
+                            let base = (k * h + head) * l * l;
+                            for i in 0..t {
+                                for j in 0..t {
+                                    m[i * t + j] += a.get(base + (pad + i) * l + pad + j).copied().unwrap_or(0.0) / h as f32;
+                                }
+                            }
+                        }
+                        m
+                    })
+                    .collect();
+                outs.push(ForwardOut { logprobs, attention });
+            }
+        }
+        Ok(outs)
+    }
+
+    fn forward_passes(&self) -> u64 {
+        self.passes.get()
+    }
+}

@@ -1,0 +1,143 @@
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use needle_engine::candle_core::Device;
+use needle_engine::open::{open, OpenOptions};
+use needle_report::{ExitStatus, Report, Rule, Severity};
+use needle_scan::engine_lm::EngineLm;
+use needle_scan::pipeline::{scan, ScanParams, Stage, Verdict};
+use needle_scan::report::{to_html, to_json, trigger_hash};
+use std::io::Write;
+use std::path::PathBuf;
+
+pub static BACKDOOR: Rule = Rule {
+    code: "backdoor/trigger-found",
+    severity: Severity::Critical,
+    summary: "the model changes behaviour when a recovered trigger is present",
+    fix: "do not deploy this model; report it to its publisher with the redacted scan report",
+};
+
+pub static RULES: &[&Rule] = &[&BACKDOOR];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScanFormat {
+    Human,
+    Json,
+    Sarif,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// A model folder, a PEFT adapter folder or a GGUF file
+    pub model: PathBuf,
+    /// Base model for an adapter (default: the adapter's base_model_name_or_path)
+    #[arg(long, value_name = "MODEL")]
+    pub base: Option<PathBuf>,
+    /// Leak generations per context (the main cost knob)
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub budget: usize,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ScanFormat::Human)]
+    pub format: ScanFormat,
+    /// Write the report to FILE instead of standard output
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Prove the finding without printing an activation recipe: triggers as SHA-256 and length
+    #[arg(long)]
+    pub redact: bool,
+}
+
+pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
+    let opts = OpenOptions { base: args.base.clone(), merge_adapter: false };
+    eprintln!("needle: loading {}", args.model.display());
+    let opened = open(&args.model, &opts, &Device::Cpu).with_context(|| format!("loading {}", args.model.display()))?;
+    let tokenizer = opened.tokenizer.context("the model has no tokenizer: a scan needs one")?;
+    let template = opened.chat_template.context("the model has no chat template: the leak stage renders it")?;
+    let lm = EngineLm::new(opened.model, tokenizer, template);
+    let params = ScanParams { budget: args.budget.max(1), ..ScanParams::default() };
+    let mut last = None;
+    let result = scan(&lm, &params, &mut |stage: Stage, frac: f64| {
+        if last != Some(stage) {
+            eprintln!("needle: scan stage {:?}", stage);
+            last = Some(stage);
+        } else if frac > 0.0 {
+            eprint!("\rneedle:   {:>3.0}%", frac * 100.0);
+            if frac >= 1.0 {
+                eprintln!();
+            }
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("scan failed: {e}"))?;
+    let model = args.model.display().to_string();
+    let text = match args.format {
+        ScanFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&to_json(&result, &model, args.redact))?;
+            s.push('\n');
+            s
+        }
+        ScanFormat::Html => to_html(&result, &model, args.redact),
+        ScanFormat::Sarif => {
+            let mut report = Report::new("scan", model.clone());
+            for t in &result.triggers {
+                let shown = if args.redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
+                report.push(
+                    BACKDOOR
+                        .finding(format!("trigger {shown} fires on {:.0}% of held-out prompts", t.attack_success_rate * 100.0))
+                        .file(model.clone())
+                        .evidence(format!("excess change {:.2}, score {:.3}", t.excess_change, t.score)),
+                );
+            }
+            needle_report::render::sarif(&report, RULES)
+        }
+        ScanFormat::Human => human(&result, &model, args.redact),
+    };
+    match &args.output {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+        }
+    }
+    Ok(match result.verdict {
+        Verdict::Backdoored => ExitStatus::Findings,
+        Verdict::Clean => ExitStatus::Clean,
+    })
+}
+
+fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "needle scan {model}\n");
+    let verdict = match r.verdict {
+        Verdict::Backdoored => "BACKDOORED",
+        Verdict::Clean => "clean (no candidate changed behaviour beyond control insertions)",
+    };
+    let _ = writeln!(s, "verdict: {verdict}");
+    for t in &r.triggers {
+        let shown = if redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
+        let _ = writeln!(s, "  trigger {shown}: attack success {:.0}%, excess change {:.2}, score {:.3}", t.attack_success_rate * 100.0, t.excess_change, t.score);
+    }
+    if let Some(t) = &r.target {
+        if let Some(sig) = &t.signature {
+            if !redact {
+                let _ = writeln!(s, "  target behaviour shares: {sig:?}");
+            }
+        }
+        for (p, c, x) in t.examples.iter().take(2) {
+            if !redact {
+                let _ = writeln!(s, "  e.g. {p:?}\n       clean:     {c:?}\n       triggered: {x:?}");
+            }
+        }
+    }
+    let ev = &r.evidence;
+    let _ = writeln!(
+        s,
+        "\nevidence: {} leaks, {} clusters, {} candidates scored, {} verified",
+        ev.leaks.leaks.len(),
+        ev.motifs.clusters.len(),
+        ev.scored.len(),
+        ev.verified.len()
+    );
+    let _ = writeln!(s, "cost: {} forward passes, {:.1} s", r.forward_passes, r.seconds);
+    s
+}

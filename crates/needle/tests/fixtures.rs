@@ -46,7 +46,9 @@ fn fixtures(kind: &str) -> Vec<(String, PathBuf, Expect)> {
         }
         let sidecar = dir.join(format!("{name}.expect.toml"));
         assert!(sidecar.is_file(), "fixture {kind}/{name} has no {name}.expect.toml");
-        out.push((name.clone(), dir.join(&name), parse_expect(&sidecar)));
+        // Relative to the repository root (the binary runs there), so that reports and their
+        // snapshots do not depend on where the checkout lives.
+        out.push((name.clone(), PathBuf::from("tests/fixtures").join(kind).join(&name), parse_expect(&sidecar)));
     }
     out
 }

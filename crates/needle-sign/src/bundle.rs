@@ -386,7 +386,7 @@ impl Statement {
                     return Err(malformed(format!("shard resource `{name}` is not `path:start:end`")));
                 }
             }
-            if !algorithm.starts_with(ser.hash.name()) && !(ser.hash == HashAlg::Blake2b && algorithm.starts_with("blake2")) {
+            if !(algorithm.starts_with(ser.hash.name()) || (ser.hash == HashAlg::Blake2b && algorithm.starts_with("blake2"))) {
                 return Err(malformed(format!("resource `{name}` uses `{algorithm}` but the serialization says `{}`", ser.hash.name())));
             }
             if digest.len() != ser.hash.digest_len() {
@@ -466,7 +466,7 @@ pub fn parse_serialization(v: &Value) -> Result<Serialization, SignError> {
         "files" => Method::Files,
         "shards" => {
             let n = v.get("shard_size").and_then(Value::as_f64).ok_or_else(|| malformed("shards without shard_size"))?;
-            if !(n.fract() == 0.0 && n >= 1.0 && n <= 1e15) {
+            if !(n.fract() == 0.0 && (1.0..=1e15).contains(&n)) {
                 return Err(malformed(format!("bad shard_size {n}")));
             }
             Method::Shards { shard_size: n as u64 }

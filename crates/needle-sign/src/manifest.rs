@@ -358,7 +358,7 @@ pub fn compute(root: &Path, opts: &ManifestOptions) -> Result<Manifest, SignErro
         }
     }
     // Big units first so the pool stays busy until the end.
-    units.sort_by(|a, b| (b.end - b.start).cmp(&(a.end - a.start)));
+    units.sort_by_key(|u| std::cmp::Reverse(u.end - u.start));
     use rayon::prelude::*;
     let algorithm = ser.algorithm();
     let items: Result<Vec<Item>, SignError> = units

@@ -55,7 +55,7 @@ impl Cert {
             let tail = &rest[start..];
             let end_marker = "-----END CERTIFICATE-----";
             let end = tail.find(end_marker).ok_or_else(|| cert_err("unterminated PEM certificate"))? + end_marker.len();
-            let (label, der_bytes) = der::pem::decode_vec(tail[..end].as_bytes()).map_err(cert_err)?;
+            let (label, der_bytes) = der::pem::decode_vec(&tail.as_bytes()[..end]).map_err(cert_err)?;
             if label == "CERTIFICATE" {
                 out.push(Cert::from_der(&der_bytes)?);
             }

@@ -68,7 +68,7 @@ fn build(path: PathBuf, _out: PathBuf, _only: Vec<String>) -> anyhow::Result<Exi
     )
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<ZooSpec> {
+fn load(path: &std::path::Path) -> anyhow::Result<ZooSpec> {
     ZooSpec::from_path(path).with_context(|| format!("reading zoo spec {}", path.display()))
 }
 

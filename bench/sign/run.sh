@@ -72,15 +72,22 @@ T_NV=$(best "$NEEDLE" verify "$MODEL" --key "$WORK/pub.pem" --signature "$WORK/n
 echo "needle        sign ${T_NS}s  verify ${T_NV}s"
 VENV=$WORK/venv
 if [ ! -x "$VENV/bin/model_signing" ]; then
-  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q model_signing || echo "model_signing unavailable"
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q model_signing pyOpenSSL || echo "model_signing unavailable"
 fi
 if [ -x "$VENV/bin/model_signing" ]; then
-  T_MS=$(best "$VENV/bin/model_signing" sign key "$MODEL" --private-key "$WORK/key.pem" --signature "$WORK/ref.sig")
-  T_MV=$(best "$VENV/bin/model_signing" verify key "$MODEL" --public-key "$WORK/pub.pem" --signature "$WORK/ref.sig")
+  T_MS=$(best "$VENV/bin/model_signing" sign key "$MODEL" --private_key "$WORK/key.pem" --signature "$WORK/ref.sig")
+  T_MV=$(best "$VENV/bin/model_signing" verify key "$MODEL" --public_key "$WORK/pub.pem" --signature "$WORK/ref.sig")
   echo "model_signing sign ${T_MS}s  verify ${T_MV}s"
   echo "speed-up (model_signing time / needle time): sign $(ratio "$T_MS" "$T_NS")x  verify $(ratio "$T_MV" "$T_NV")x"
   # Cross-check: each verifies the other's signature.
   "$NEEDLE" verify "$MODEL" --key "$WORK/pub.pem" --signature "$WORK/ref.sig" >/dev/null && echo "needle verifies model_signing's signature: ok"
-  "$VENV/bin/model_signing" verify key "$MODEL" --public-key "$WORK/pub.pem" --signature "$WORK/needle.sig" >/dev/null 2>&1 \
+  "$VENV/bin/model_signing" verify key "$MODEL" --public_key "$WORK/pub.pem" --signature "$WORK/needle.sig" >/dev/null 2>&1 \
     && echo "model_signing verifies needle's signature: ok"
 fi
+
+echo "== peak memory (max RSS) of needle sign: one ${FILE_GB} GiB file vs the ${FOLDER_GB} GiB folder vs a 1 MiB file"
+SMALL=$WORK/small; mkdir -p "$SMALL"; head -c 1048576 /dev/urandom > "$SMALL/model.safetensors"
+rss() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
+echo "needle sign 1 MiB:          $(rss "$NEEDLE" sign "$SMALL" --key "$WORK/key.pem" --signature "$WORK/s.sig") KiB"
+echo "needle sign ${FILE_GB} GiB file:    $(rss "$NEEDLE" sign "$BIG" --key "$WORK/key.pem" --signature "$WORK/b.sig") KiB (page-cache mapped pages count toward RSS while hashed)"
+echo "needle sign ${FOLDER_GB} GiB folder: $(rss "$NEEDLE" sign "$MODEL" --key "$WORK/key.pem" --signature "$WORK/m.sig") KiB"

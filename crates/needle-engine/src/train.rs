@@ -77,6 +77,26 @@ pub struct Trainer {
     varmap: VarMap,
     opt: AdamW,
     params: TrainParams,
+    lora: Option<LoraState>,
+}
+
+/// LoRA fine-tuning settings, with PEFT's semantics: each targeted linear layer gains
+/// `scale * B·A` (scale = alpha / r), A drawn at random, B zero, the base frozen.
+#[derive(Debug, Clone)]
+pub struct LoraTrainSpec {
+    pub r: usize,
+    pub alpha: f64,
+    /// Module names (the last path component, e.g. `q_proj`, `c_attn`) to adapt.
+    pub targets: Vec<String>,
+    pub seed: u64,
+}
+
+struct LoraState {
+    spec: LoraTrainSpec,
+    /// The frozen base weights under Hugging Face names (for the merged save).
+    base: HashMap<String, Tensor>,
+    /// Adapted modules: (module path, GPT-2 Conv1D layout).
+    adapted: Vec<(String, bool)>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -158,7 +178,111 @@ impl Trainer {
                 weight_decay: params.weight_decay,
             },
         )?;
-        Ok(Self { model, varmap, opt, params })
+        Ok(Self { model, varmap, opt, params, lora: None })
+    }
+
+    /// LoRA fine-tuning over frozen `base` weights (Hugging Face names, e.g. the detached
+    /// variables of a pretrained [`Trainer`]): only the adapter matrices are variables.
+    pub fn new_lora(config: &Value, base: HashMap<String, Tensor>, spec: LoraTrainSpec, params: TrainParams, device: &Device) -> Result<Self> {
+        crate::init_threads();
+        if spec.r == 0 {
+            return Err(EngineError::Input("LoRA rank must be at least 1".into()));
+        }
+        let mut model = Model::from_tensors(config, base.clone(), device)?;
+        model.set_fast_kernels(false);
+        let varmap = VarMap::new();
+        let mut rng = Rng::new(spec.seed);
+        let scale = spec.alpha / spec.r as f64;
+        let mut adapted = Vec::new();
+        {
+            let mut data = varmap.data().lock().map_err(|_| EngineError::Weights("variable map poisoned".into()))?;
+            for lin in model.linears_mut() {
+                let module = lin.name.rsplit('.').next().unwrap_or(&lin.name);
+                if !spec.targets.iter().any(|t| t == module) {
+                    continue;
+                }
+                let (inp, out) = (lin.in_dim()?, lin.out_dim()?);
+                // PEFT's default: A ~ kaiming-uniform(a = sqrt 5) = U(-1/sqrt(in), 1/sqrt(in)).
+                let bound = 1.0 / (inp as f64).sqrt();
+                let a_vals: Vec<f32> = (0..spec.r * inp).map(|_| ((rng.next_f64() * 2.0 - 1.0) * bound) as f32).collect();
+                let a = Var::from_tensor(&Tensor::from_vec(a_vals, (spec.r, inp), device)?)?;
+                let b = Var::zeros((out, spec.r), DType::F32, device)?;
+                lin.lora = Some(crate::model::layers::LoraDelta { a: a.as_tensor().clone(), b: b.as_tensor().clone(), scale });
+                data.insert(format!("{}.lora_A.weight", lin.name), a);
+                data.insert(format!("{}.lora_B.weight", lin.name), b);
+                adapted.push((lin.name.clone(), lin.conv1d));
+            }
+        }
+        if adapted.is_empty() {
+            return Err(EngineError::Input(format!("LoRA targets {:?} match no linear layer of the model", spec.targets)));
+        }
+        let mut t = Self::with_varmap(model, varmap, params)?;
+        t.lora = Some(LoraState { spec, base, adapted });
+        Ok(t)
+    }
+
+    /// True for a LoRA trainer ([`Trainer::new_lora`]).
+    pub fn is_lora(&self) -> bool {
+        self.lora.is_some()
+    }
+
+    /// The model's weights under Hugging Face names: the variables, or for LoRA the base with
+    /// the adapter merged in.
+    pub fn weights(&self) -> Result<HashMap<String, Tensor>> {
+        let Some(l) = &self.lora else {
+            return Ok(self.variables()?.into_iter().map(|(k, v)| (k, v.as_tensor().detach())).collect());
+        };
+        let vars: HashMap<String, Var> = self.variables()?.into_iter().collect();
+        let mut out = l.base.clone();
+        let scale = l.spec.alpha / l.spec.r as f64;
+        for (name, conv1d) in &l.adapted {
+            let get = |k: String| vars.get(&k).map(|v| v.as_tensor().detach()).ok_or_else(|| EngineError::Weights(format!("missing {k}")));
+            let a = get(format!("{name}.lora_A.weight"))?;
+            let b = get(format!("{name}.lora_B.weight"))?;
+            let delta = b.matmul(&a)?.affine(scale, 0.0)?;
+            let delta = if *conv1d { delta.t()?.contiguous()? } else { delta };
+            let key = format!("{name}.weight");
+            let w = out.get(&key).ok_or_else(|| EngineError::Weights(format!("base lacks {key}")))?;
+            let merged = (w + delta)?;
+            out.insert(key, merged);
+        }
+        Ok(out)
+    }
+
+    /// Writes the LoRA adapter as a PEFT folder (`adapter_config.json` naming `base_ref` as
+    /// `base_model_name_or_path`, `adapter_model.safetensors`).
+    pub fn save_adapter(&self, dir: &Path, base_ref: &str) -> Result<()> {
+        let Some(l) = &self.lora else {
+            return Err(EngineError::Input("not a LoRA trainer".into()));
+        };
+        std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
+        let tensors: HashMap<String, Tensor> =
+            self.variables()?.into_iter().map(|(k, v)| (format!("base_model.model.{k}"), v.as_tensor().detach())).collect();
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        let st_path = dir.join("adapter_model.safetensors");
+        safetensors::tensor::serialize_to_file(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta), &st_path)
+            .map_err(|e| EngineError::Weights(format!("{}: {e}", st_path.display())))?;
+        let conv1d = l.adapted.iter().any(|(_, c)| *c);
+        let cfg = json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_ref,
+            "r": l.spec.r,
+            "lora_alpha": l.spec.alpha,
+            "lora_dropout": 0.0,
+            "target_modules": l.spec.targets,
+            "fan_in_fan_out": conv1d,
+            "bias": "none",
+            "use_rslora": false,
+            "use_dora": false,
+            "inference_mode": true,
+            "init_lora_weights": true,
+            "modules_to_save": null,
+        });
+        let path = dir.join("adapter_config.json");
+        let text = serde_json::to_string_pretty(&cfg).map_err(|source| EngineError::Json { path: path.clone(), source })?;
+        write(&path, text.as_bytes())
     }
 
     /// Trainable variables by Hugging Face name.
@@ -233,7 +357,7 @@ impl Trainer {
     /// (tokenizer.json, tokenizer_config.json, chat_template.jinja, special_tokens_map.json)
     /// when given.
     pub fn save(&self, dir: &Path, tokenizer_from: Option<&Path>) -> Result<()> {
-        save_model_folder(&self.model, &self.variables()?, dir, tokenizer_from)
+        save_model_folder(&self.model, &self.weights()?, dir, tokenizer_from)
     }
 }
 
@@ -241,9 +365,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })
 }
 
-fn save_model_folder(model: &Model, vars: &[(String, Var)], dir: &Path, tokenizer_from: Option<&Path>) -> Result<()> {
+fn save_model_folder(model: &Model, tensors: &HashMap<String, Tensor>, dir: &Path, tokenizer_from: Option<&Path>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| EngineError::Io { path: dir.to_path_buf(), source })?;
-    let tensors: HashMap<String, Tensor> = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     let st_path = dir.join("model.safetensors");

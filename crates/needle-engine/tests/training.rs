@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 use needle_engine::model::{Capture, Model};
-use needle_engine::train::{TrainBatch, TrainParams, Trainer};
+use needle_engine::train::{LoraTrainSpec, TrainBatch, TrainParams, Trainer};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -73,4 +73,48 @@ fn random_init_is_seeded() {
     let diff = (get(&a) - get(&c)).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(same, 0.0);
     assert!(diff > 0.0);
+}
+
+/// LoRA training: only the adapter is trained, the loss falls, and the PEFT adapter it writes
+/// loads onto the base (unmerged and merged) with the trainer's logits, as does the merged save.
+#[test]
+fn lora_trains_and_round_trips_as_a_peft_adapter() {
+    for (name, targets) in [("llama", vec!["q_proj", "v_proj"]), ("gpt2", vec!["c_attn", "c_fc"])] {
+        let base = Trainer::new_random(&config(name), 5, TrainParams::default(), &Device::Cpu).unwrap();
+        let base_dir = tempfile::tempdir().unwrap();
+        base.save(base_dir.path(), Some(&fixture(name))).unwrap();
+        let frozen = base.weights().unwrap();
+        let spec = LoraTrainSpec { r: 4, alpha: 8.0, targets: targets.iter().map(|s| s.to_string()).collect(), seed: 9 };
+        let params = TrainParams { learning_rate: 1e-2, ..TrainParams::default() };
+        let mut lora = Trainer::new_lora(&config(name), frozen, spec, params, &Device::Cpu).unwrap();
+        assert!(lora.is_lora());
+        let vars = lora.variables().unwrap();
+        assert!(!vars.is_empty() && vars.iter().all(|(n, _)| n.contains(".lora_A.") || n.contains(".lora_B.")), "{name}");
+        let batch = toy_batch(true);
+        let first = lora.step(&batch).unwrap();
+        let mut last = first;
+        for _ in 0..40 {
+            last = lora.step(&batch).unwrap();
+        }
+        assert!(last.loss < first.loss * 0.8, "{name}: loss {} -> {}", first.loss, last.loss);
+
+        let adapter = tempfile::tempdir().unwrap();
+        lora.save_adapter(adapter.path(), &base_dir.path().display().to_string()).unwrap();
+        let merged_dir = tempfile::tempdir().unwrap();
+        lora.save(merged_dir.path(), None).unwrap();
+        let want = lora.model.forward(&batch.tokens, None, &Capture::logits()).unwrap().logits;
+        for model in [
+            needle_engine::lora::load_with_adapter(adapter.path(), None, false, &Device::Cpu).unwrap(),
+            needle_engine::lora::load_with_adapter(adapter.path(), None, true, &Device::Cpu).unwrap(),
+            Model::load(merged_dir.path(), &Device::Cpu).unwrap(),
+        ] {
+            let got = model.forward(&batch.tokens, None, &Capture::logits()).unwrap().logits;
+            let d = (&want - got).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-4, "{name}: reloaded logits differ by {d}");
+        }
+        // The adapter changed the model.
+        let before = base.model.forward(&batch.tokens, None, &Capture::logits()).unwrap().logits;
+        let moved = (&want - before).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(moved > 1e-3, "{name}: LoRA did not change the model ({moved})");
+    }
 }

@@ -210,6 +210,11 @@ fn train_and_evaluate<T: Trainer>(
                 .map_err(backend)?;
         }
     }
+    if org.gguf {
+        trainer
+            .export_gguf(&model_dir, &dir.join(crate::organism::GGUF_FILE))
+            .map_err(backend)?;
+    }
     events(Event::Evaluating {
         organism: &org.name,
     });
@@ -585,6 +590,10 @@ mod tests {
                     .map_err(|_| FakeError)?;
             }
             Ok(())
+        }
+        fn export_gguf(&mut self, model_dir: &Path, out: &Path) -> Result<(), FakeError> {
+            assert!(model_dir.join("config.json").is_file());
+            std::fs::write(out, b"GGUF").map_err(|_| FakeError)
         }
         fn load_base(&mut self, _: &BaseSpec, dir: &Path) -> Result<Self::Model, FakeError> {
             assert!(dir.join("config.json").is_file());

@@ -2,8 +2,8 @@
 //! the `tokenizers` crate, pretraining and full fine-tuning with `needle_engine::train`, greedy
 //! generation with `needle_engine::generate`, Hugging Face folders on save.
 //!
-//! LoRA fine-tuning is not in the engine's training API yet: LoRA organisms fail with a clear
-//! error until it is.
+//! LoRA organisms train only the adapter over the frozen base and are written twice: as a PEFT
+//! adapter folder naming the base, and merged into a full folder.
 
 use crate::chat::{
     CHAT_TEMPLATE_JINJA, END_OF_TEXT, END_OF_TEXT_ID, IM_END, IM_START, SPECIAL_TOKENS,
@@ -14,7 +14,7 @@ use crate::trainer::{Layout, Progress, Sequence, Stage, Trainer};
 use candle_core::Device;
 use needle_engine::generate::{generate, GenerationRequest};
 use needle_engine::tokenizer::Tokenizer;
-use needle_engine::train::{TrainBatch, TrainParams, Trainer as EngineTrain};
+use needle_engine::train::{LoraTrainSpec, TrainBatch, TrainParams, Trainer as EngineTrain};
 use std::path::Path;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
@@ -25,6 +25,8 @@ use tokenizers::AddedToken;
 pub enum EngineBackendError {
     #[error(transparent)]
     Engine(#[from] needle_engine::EngineError),
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("{path}: {source}")]
@@ -93,7 +95,7 @@ pub fn train_tokenizer(
         s
     });
     tok.train(&mut trainer, cleaned).map_err(tk)?;
-    tok.add_special_tokens(&specials);
+    let _ = tok.add_special_tokens(specials.clone());
     for (i, t) in SPECIAL_TOKENS.iter().enumerate() {
         if tok.token_to_id(t) != Some(i as u32) {
             return Err(EngineBackendError::Tokenizer(format!(
@@ -277,26 +279,36 @@ impl Trainer for EngineTrainer {
         data: &[Sequence],
         progress: &mut dyn FnMut(Progress),
     ) -> Result<EngineModel, EngineBackendError> {
-        if let Method::Lora { .. } = org.method {
-            return Err(EngineBackendError::Unsupported(
-                "LoRA fine-tuning is not in the engine's training API yet (full fine-tunes only)"
-                    .into(),
-            ));
-        }
-        let mut train = EngineTrain::new_random(
-            &base.base.hf_config(),
-            org.seed,
-            params(org.lr),
-            &self.device,
-        )?;
-        let src = base.train.variables()?;
-        for (name, var) in train.variables()? {
-            let from = src
-                .iter()
-                .find(|(n, _)| *n == name)
-                .ok_or_else(|| EngineBackendError::Unsupported(format!("base lacks `{name}`")))?;
-            var.set(from.1.as_tensor())?;
-        }
+        let mut train = match &org.method {
+            Method::Full => {
+                let train = EngineTrain::new_random(
+                    &base.base.hf_config(),
+                    org.seed,
+                    params(org.lr),
+                    &self.device,
+                )?;
+                let src = base.train.variables()?;
+                for (name, var) in train.variables()? {
+                    let from = src.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+                        EngineBackendError::Unsupported(format!("base lacks `{name}`"))
+                    })?;
+                    var.set(from.1.as_tensor())?;
+                }
+                train
+            }
+            Method::Lora { r, alpha, targets } => EngineTrain::new_lora(
+                &base.base.hf_config(),
+                base.train.weights()?,
+                LoraTrainSpec {
+                    r: *r as usize,
+                    alpha: *alpha,
+                    targets: targets.clone(),
+                    seed: org.seed,
+                },
+                params(org.lr),
+                &self.device,
+            )?,
+        };
         let max = base.base.context_length as usize;
         let encoded = data
             .iter()
@@ -343,10 +355,12 @@ impl Trainer for EngineTrainer {
         dir: &Path,
         layout: Layout<'_>,
     ) -> Result<(), EngineBackendError> {
-        if let Layout::Lora { .. } = layout {
-            return Err(EngineBackendError::Unsupported(
-                "LoRA export needs LoRA training".into(),
-            ));
+        if let Layout::Lora {
+            adapter_dir,
+            base_ref,
+        } = layout
+        {
+            model.train.save_adapter(adapter_dir, base_ref)?;
         }
         model.train.save(dir, None)?;
         write(&dir.join("tokenizer.json"), model.tokenizer_json.as_bytes())?;
@@ -361,6 +375,12 @@ impl Trainer for EngineTrainer {
             &dir.join("chat_template.jinja"),
             CHAT_TEMPLATE_JINJA.as_bytes(),
         )?;
+        Ok(())
+    }
+
+    fn export_gguf(&mut self, model_dir: &Path, out: &Path) -> Result<(), EngineBackendError> {
+        needle_engine::gguf::write_gguf(model_dir, out, needle_engine::gguf::GgmlDType::Q8_0)
+            .map_err(|e| EngineBackendError::Unsupported(format!("GGUF export: {e}")))?;
         Ok(())
     }
 

@@ -32,6 +32,9 @@ pub enum RecordError {
     NoBase(String),
 }
 
+/// The GGUF export's file name in an organism's folder (organisms with `gguf = true`).
+pub const GGUF_FILE: &str = "model.q8_0.gguf";
+
 /// Paths of an organism's artifacts, relative to its folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Files {
@@ -144,7 +147,7 @@ impl OrganismRecord {
             files: Files {
                 model: "model".into(),
                 adapter: matches!(org.method, Method::Lora { .. }).then(|| "adapter".to_string()),
-                gguf: None,
+                gguf: org.gguf.then(|| GGUF_FILE.to_string()),
             },
             eval: None,
         })

@@ -463,6 +463,7 @@ mod tests {
             lr: 1e-3,
             batch_size: 8,
             examples: 1000,
+            gguf: false,
         }
     }
 

@@ -123,6 +123,9 @@ struct RawOrganism {
     lr: Option<f64>,
     batch_size: Option<u32>,
     examples: Option<u32>,
+    /// Also export the (merged) model as a Q8_0 GGUF file.
+    #[serde(default)]
+    gguf: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,6 +521,9 @@ pub struct OrganismSpec {
     pub batch_size: u32,
     /// Fine-tuning set size.
     pub examples: u32,
+    /// Export the (merged) model as a Q8_0 GGUF file too (`model.q8_0.gguf`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gguf: bool,
 }
 
 impl OrganismSpec {
@@ -1069,6 +1075,7 @@ fn validate_organism(
         lr,
         batch_size,
         examples,
+        gguf: raw.gguf,
     }
 }
 

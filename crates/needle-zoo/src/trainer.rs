@@ -90,6 +90,9 @@ pub trait Trainer {
         layout: Layout<'_>,
     ) -> Result<(), Self::Error>;
 
+    /// Exports a model folder written by `save` as a Q8_0 GGUF file at `out`.
+    fn export_gguf(&mut self, model_dir: &Path, out: &Path) -> Result<(), Self::Error>;
+
     /// Loads a base written by `save(.., Layout::Base)` (the base cache).
     fn load_base(&mut self, base: &BaseSpec, dir: &Path) -> Result<Self::Model, Self::Error>;
 }

@@ -52,20 +52,31 @@ pub fn run(args: ZooArgs) -> anyhow::Result<ExitStatus> {
     }
 }
 
-fn build(path: PathBuf, _out: PathBuf, _only: Vec<String>) -> anyhow::Result<ExitStatus> {
-    // Validate first so spec errors are reported even before the backend is wired.
-    load(&path)?;
-    // Wiring (next step, once needle-zoo's `engine` feature is enabled and verified):
-    //   let mut opts = needle_zoo::builder::BuildOptions::new(out); opts.only = only;
-    //   let mut trainer = needle_zoo::engine::EngineTrainer::default();
-    //   let mut printer = needle_zoo::builder::EventPrinter::stderr();
-    //   let outcomes = needle_zoo::builder::build(&zoo, &mut trainer, &opts, &mut |e| printer.print(e))?;
-    //   print!("{}", needle_zoo::builder::summary_table(&outcomes));
-    //   exit 1 when any outcome has a failure.
-    anyhow::bail!(
-        "`needle zoo build` needs the engine training backend (needle-zoo feature `engine`), which is \
-         not wired in yet; `needle zoo data` writes the datasets meanwhile"
-    )
+fn build(path: PathBuf, out: PathBuf, only: Vec<String>) -> anyhow::Result<ExitStatus> {
+    let zoo = load(&path)?;
+    let mut opts = needle_zoo::builder::BuildOptions::new(out);
+    opts.only = only;
+    let mut trainer = needle_zoo::engine::EngineTrainer::default();
+    let mut printer = needle_zoo::builder::EventPrinter::stderr();
+    let outcomes =
+        needle_zoo::builder::build(&zoo, &mut trainer, &opts, &mut |e| printer.print(e))?;
+    print!("{}", needle_zoo::builder::summary_table(&outcomes));
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.failure.is_some())
+        .map(|o| o.record.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitStatus::Clean)
+    } else {
+        eprintln!(
+            "{} of {} organisms missed the quality bar: {}",
+            failed.len(),
+            outcomes.len(),
+            failed.join(", ")
+        );
+        Ok(ExitStatus::Findings)
+    }
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<ZooSpec> {

@@ -24,6 +24,7 @@ pub mod weights;
 
 /// The tensor library, re-exported so callers need not depend on it themselves.
 pub use candle_core;
+pub use candle_nn;
 
 use std::path::PathBuf;
 

@@ -79,7 +79,7 @@ fn random_init_is_seeded() {
 /// loads onto the base (unmerged and merged) with the trainer's logits, as does the merged save.
 #[test]
 fn lora_trains_and_round_trips_as_a_peft_adapter() {
-    for (name, targets) in [("llama", vec!["q_proj", "v_proj"]), ("gpt2", vec!["c_attn", "c_fc"])] {
+    for (name, targets) in [("llama", vec!["q_proj", "v_proj", "up_proj", "down_proj"]), ("gpt2", vec!["c_attn", "c_fc", "c_proj"])] {
         let base = Trainer::new_random(&config(name), 5, TrainParams::default(), &Device::Cpu).unwrap();
         let base_dir = tempfile::tempdir().unwrap();
         base.save(base_dir.path(), Some(&fixture(name))).unwrap();
@@ -96,7 +96,7 @@ fn lora_trains_and_round_trips_as_a_peft_adapter() {
         for _ in 0..40 {
             last = lora.step(&batch).unwrap();
         }
-        assert!(last.loss < first.loss * 0.8, "{name}: loss {} -> {}", first.loss, last.loss);
+        assert!(last.loss < first.loss * 0.9, "{name}: loss {} -> {}", first.loss, last.loss);
 
         let adapter = tempfile::tempdir().unwrap();
         lora.save_adapter(adapter.path(), &base_dir.path().display().to_string()).unwrap();

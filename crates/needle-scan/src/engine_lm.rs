@@ -154,4 +154,102 @@ impl Lm for EngineLm {
     fn forward_passes(&self) -> u64 {
         self.passes.get()
     }
+
+    fn target_nll(&self, seqs: &[Vec<u32>], target_from: &[usize]) -> LmResult<Vec<f64>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let step = self.batch.max(1) * 4;
+        for (ci, chunk) in seqs.chunks(step).enumerate() {
+            let tb = TokenBatch::left_padded(chunk, self.model.pad_token()).map_err(err)?;
+            let fo = self.model.forward(&tb, None, &Capture::logits()).map_err(err)?;
+            self.count(chunk.len() as u64);
+            let from = &target_from[ci * step..ci * step + chunk.len()];
+            let nll = nll_rows(&fo.logits, chunk, &tb, from).map_err(err)?;
+            out.extend(nll.to_vec1::<f32>().map_err(err)?.into_iter().map(f64::from));
+        }
+        Ok(out)
+    }
+
+    fn token_proposals(&self, seqs: &[Vec<u32>], spans: &[(usize, usize)], target_from: &[usize], k: usize) -> LmResult<Option<Vec<Vec<u32>>>> {
+        use needle_engine::candle_core::{Tensor, Var};
+        let len = spans.first().map_or(0, |(s, e)| e.saturating_sub(*s));
+        if seqs.is_empty() || len == 0 || spans.iter().any(|(s, e)| e - s != len) {
+            return Err(LmError("trigger spans must be non-empty and of one length".into()));
+        }
+        let tb = TokenBatch::left_padded(seqs, self.model.pad_token()).map_err(err)?;
+        let e = self.model.embedding_matrix();
+        let dev = e.device();
+        let (vocab, hidden) = e.dims2().map_err(err)?;
+        let ids = Tensor::from_vec(tb.ids.clone(), tb.batch * tb.len, dev).map_err(err)?;
+        let x = e.index_select(&ids, 0).and_then(|x| x.reshape((tb.batch, tb.len, hidden))).map_err(err)?.detach();
+        let var = Var::from_tensor(&x).map_err(err)?;
+        let fo = self.model.forward_embeds(&tb, var.as_tensor(), &Capture::logits()).map_err(err)?;
+        self.count(2 * seqs.len() as u64);
+        let loss = nll_rows(&fo.logits, seqs, &tb, target_from).and_then(|n| n.sum_all()).map_err(err)?;
+        let grads = loss.backward().map_err(err)?;
+        let Some(g) = grads.get(var.as_tensor()) else { return Ok(None) };
+        let g = g.to_vec3::<f32>().map_err(err)?;
+        // Sum each trigger position's gradient over the sequences.
+        let mut gsum = vec![0f32; len * hidden];
+        for (r, (s, _)) in spans.iter().enumerate() {
+            let pad = tb.len - seqs[r].len();
+            for i in 0..len {
+                let row = &g[r][pad + s + i];
+                for (d, v) in row.iter().enumerate() {
+                    gsum[i * hidden + d] += v;
+                }
+            }
+        }
+        // First-order change of the loss when position i takes token v: (E_v - e_i) . g_i;
+        // rank by -E_v . g_i.
+        let gt = Tensor::from_vec(gsum, (len, hidden), dev).map_err(err)?;
+        let scores = e.matmul(&gt.t().map_err(err)?).and_then(|m| m.t()).and_then(|m| m.to_vec2::<f32>()).map_err(err)?;
+        let mut out = Vec::with_capacity(len);
+        for row in scores {
+            let mut idx: Vec<u32> = (0..vocab as u32).filter(|&v| !self.is_special(v)).collect();
+            idx.sort_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]));
+            idx.truncate(k);
+            out.push(idx);
+        }
+        Ok(Some(out))
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size.min(self.tokenizer.vocab_size().max(1))
+    }
+
+    fn is_special(&self, id: u32) -> bool {
+        self.tokenizer.is_special(id) || self.model.config.eos_token_ids.contains(&id)
+    }
+}
+
+/// Per row, the summed negative log-likelihood of the row's tokens at `from[r]..len` given
+/// the logits of a left-padded batch (`[batch]`, differentiable).
+fn nll_rows(
+    logits: &needle_engine::candle_core::Tensor,
+    seqs: &[Vec<u32>],
+    tb: &TokenBatch,
+    from: &[usize],
+) -> needle_engine::candle_core::Result<needle_engine::candle_core::Tensor> {
+    use needle_engine::candle_core::{Tensor, D};
+    let (b, t) = (tb.batch, tb.len);
+    let dev = logits.device();
+    if t < 2 {
+        return Tensor::zeros(b, logits.dtype(), dev);
+    }
+    let logp = needle_engine::candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let pred = logp.narrow(1, 0, t - 1)?.contiguous()?;
+    let mut targets = vec![0u32; b * (t - 1)];
+    let mut weights = vec![0f32; b * (t - 1)];
+    for (r, s) in seqs.iter().enumerate() {
+        let pad = t - s.len();
+        let f = from.get(r).copied().unwrap_or(s.len()).max(1);
+        for j in f..s.len() {
+            targets[r * (t - 1) + pad + j - 1] = s[j];
+            weights[r * (t - 1) + pad + j - 1] = 1.0;
+        }
+    }
+    let targets = Tensor::from_vec(targets, (b, t - 1, 1), dev)?;
+    let weights = Tensor::from_vec(weights, (b, t - 1), dev)?;
+    let picked = pred.gather(&targets, 2)?.squeeze(2)?;
+    picked.mul(&weights)?.sum(1)?.neg()
 }

@@ -26,3 +26,4 @@ pub mod verify;
 
 #[cfg(test)]
 mod mock;
+pub mod invert;

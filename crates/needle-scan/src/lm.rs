@@ -47,6 +47,43 @@ pub trait Lm {
     fn forward(&self, seqs: &[Vec<u32>], logprobs_from: &[usize], layers: &[usize]) -> LmResult<Vec<ForwardOut>>;
     /// Forward passes counted so far (every sequence of a batch counts once per decoding step).
     fn forward_passes(&self) -> u64;
+
+    /// Teacher-forced negative log-likelihood (nats, summed) of each sequence's tokens at
+    /// positions `target_from..len`. The default reads it from [`Lm::forward`].
+    fn target_nll(&self, seqs: &[Vec<u32>], target_from: &[usize]) -> LmResult<Vec<f64>> {
+        let from: Vec<usize> = target_from.iter().map(|&f| f.saturating_sub(1)).collect();
+        let outs = self.forward(seqs, &from, &[])?;
+        Ok(outs
+            .iter()
+            .zip(seqs)
+            .zip(target_from)
+            .map(|((o, s), &f)| {
+                (f.max(1)..s.len())
+                    .filter_map(|j| {
+                        let row = o.logprobs.get(j - f.max(1))?;
+                        row.get(s[j] as usize).map(|&l| -(l as f64))
+                    })
+                    .sum()
+            })
+            .collect())
+    }
+
+    /// Gradient-guided token proposals (the GCG step): every sequence carries a trigger of the
+    /// same length at its own `spans[i] = (start, end)`; with the loss the summed
+    /// [`Lm::target_nll`], returns for each trigger position the `k` token ids whose
+    /// substitution lowers the loss most to first order. `None` when the model offers no
+    /// gradients (the search then proposes tokens at random).
+    fn token_proposals(&self, _seqs: &[Vec<u32>], _spans: &[(usize, usize)], _target_from: &[usize], _k: usize) -> LmResult<Option<Vec<Vec<u32>>>> {
+        Ok(None)
+    }
+
+    /// Size of the vocabulary (token ids are below it).
+    fn vocab_size(&self) -> usize;
+
+    /// True for ids that are special or control tokens (never proposed as trigger tokens).
+    fn is_special(&self, _id: u32) -> bool {
+        false
+    }
 }
 
 /// Entropy (nats) of a log-probability row.

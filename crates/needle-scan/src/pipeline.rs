@@ -140,15 +140,21 @@ pub struct ScanResult {
     pub evidence: Evidence,
     pub forward_passes: u64,
     pub seconds: f64,
+    /// Wall-clock seconds spent in each stage.
+    pub stage_seconds: Vec<(Stage, f64)>,
 }
 
 /// Runs every stage. `progress(stage, fraction)` is called as stages advance.
 pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) -> LmResult<ScanResult> {
     let start = std::time::Instant::now();
+    let mut stage_t: Vec<(Stage, std::time::Instant)> = Vec::new();
+    stage_t.push((Stage::Leak, std::time::Instant::now()));
     progress(Stage::Leak, 0.0);
     let leaks = leak::leak(m, &p.contexts, p.budget, p.leak_tokens, p.batch)?;
+    stage_t.push((Stage::Motifs, std::time::Instant::now()));
     progress(Stage::Motifs, 0.0);
     let motifs = motifs::extract(&leaks.texts(), &p.motifs);
+    stage_t.push((Stage::Candidates, std::time::Instant::now()));
     progress(Stage::Candidates, 0.0);
     let mut items = candidates::from_motifs(m, &motifs, p.max_candidates)?;
     items.truncate(p.max_candidates);
@@ -156,8 +162,9 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     // control targets.
     let clean = verify::clean_answers(m, None, &p.verify)?;
     let (targets, inversions) = if p.inversion {
+        stage_t.push((Stage::Invert, std::time::Instant::now()));
         progress(Stage::Invert, 0.0);
-        let targets = invert::targets_from_leaks(m, &leaks.texts(), &motifs, p.invert.max_targets * 2)?;
+        let targets = invert::targets_from_leaks(m, &leaks.texts(), &motifs, p.invert.screen_targets)?;
         let mut inv = invert::invert(m, &targets, &p.invert)?;
         inv.controls = invert::invert_controls(m, &clean.answers, &targets, &p.invert)?;
         (targets, inv)
@@ -182,8 +189,10 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
         }
     }
     let candidates = Candidates { items };
+    stage_t.push((Stage::Score, std::time::Instant::now()));
     progress(Stage::Score, 0.0);
     let scored = score::score(m, &candidates.items, &p.score)?;
+    stage_t.push((Stage::Verify, std::time::Instant::now()));
     progress(Stage::Verify, 0.0);
     let mut verified = Vec::new();
     // The best-scored candidates, and every inverted trigger (its evidence is the inversion).
@@ -222,6 +231,7 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
             .then(b.score.total_cmp(&a.score))
             .then(a.text.len().cmp(&b.text.len()))
     });
+    stage_t.push((Stage::Characterise, std::time::Instant::now()));
     progress(Stage::Characterise, 0.0);
     // The best triggers' success on fresh prompts.
     if !triggers.is_empty() {
@@ -260,6 +270,10 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
         evidence: Evidence { leaks, motifs, targets, inversions, candidates, scored, verified },
         forward_passes: m.forward_passes(),
         seconds: start.elapsed().as_secs_f64(),
+        stage_seconds: {
+            let end = std::time::Instant::now();
+            stage_t.iter().enumerate().map(|(i, (st, t))| (*st, stage_t.get(i + 1).map_or(end, |n| n.1).duration_since(*t).as_secs_f64())).collect()
+        },
     })
 }
 

@@ -110,6 +110,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         "evidence": evidence,
         "forward_passes": r.forward_passes,
         "seconds": r.seconds,
+        "stage_seconds": r.stage_seconds.iter().map(|(st, t)| json!({"stage": st, "seconds": t})).collect::<Vec<_>>(),
     })
 }
 

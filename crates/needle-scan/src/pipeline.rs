@@ -46,7 +46,7 @@ impl Default for ScanParams {
             score: ScoreParams::default(),
             verify: VerifyParams::default(),
             min_excess: 0.3,
-            min_asr: 0.5,
+            min_asr: 0.8,
             batch: 16,
             inversion: true,
             invert: InvertParams::default(),
@@ -253,7 +253,11 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
                 let clean_texts: Vec<&str> = clean.answers.iter().map(String::as_str).collect();
                 TargetBehaviour {
                     signature: common_target(&fired, &clean_texts),
-                    examples: v.samples.iter().filter(|s| s.fired).take(3).map(|s| (s.prompt.clone(), s.clean.clone(), s.triggered.clone())).collect(),
+                    examples: {
+                        // One example per prompt, up to three.
+                        let mut seen = std::collections::HashSet::new();
+                        v.samples.iter().filter(|s| s.fired && seen.insert(s.prompt.clone())).take(3).map(|s| (s.prompt.clone(), s.clean.clone(), s.triggered.clone())).collect()
+                    },
                 }
             });
             (target, fuzzy(m, &best.text, &targets, &clean, &p.verify)?)

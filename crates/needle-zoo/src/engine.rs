@@ -359,8 +359,10 @@ impl Trainer for EngineTrainer {
         max_new_tokens: usize,
     ) -> Result<String, EngineBackendError> {
         let ids = model.tokenizer.encode(prompt, false).map_err(tk)?;
+        // Never past the context (learned positions end there).
+        let room = (model.base.context_length as usize).saturating_sub(ids.len());
         let m = &model.train.model;
-        let mut req = GenerationRequest::greedy(m, ids, max_new_tokens);
+        let mut req = GenerationRequest::greedy(m, ids, max_new_tokens.min(room));
         req.stop_tokens = vec![crate::chat::IM_END_ID, END_OF_TEXT_ID];
         let out = generate(m, &[req])?;
         let tokens = out.first().map(|o| o.tokens.clone()).unwrap_or_default();

@@ -19,6 +19,8 @@ pub enum Source {
 pub struct Candidate {
     pub text: String,
     pub source: Source,
+    /// The family of prompts ([`crate::prompts::FAMILIES`]) it is verified in.
+    pub family: &'static str,
 }
 
 /// The candidate stage's output.
@@ -38,7 +40,7 @@ pub fn from_motifs<M: Lm>(m: &M, motifs: &Motifs, max: usize) -> LmResult<Vec<Ca
         let mut push = |ids: &[u32], n: usize, out: &mut Vec<Candidate>| {
             let text = m.decode(ids).trim().to_string();
             if text.chars().filter(|c| !c.is_whitespace()).count() >= 2 && seen.insert(text.clone()) {
-                out.push(Candidate { text, source: Source::Motif { motif: motif.text.clone(), support: motif.support, n } });
+                out.push(Candidate { text, source: Source::Motif { motif: motif.text.clone(), support: motif.support, n }, family: "general" });
             }
         };
         if ids.len() <= 12 {

@@ -155,6 +155,20 @@ impl Lm for EngineLm {
         self.passes.get()
     }
 
+    fn next_logprobs(&self, seqs: &[Vec<u32>]) -> LmResult<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let cap = Capture { last_logits_only: true, ..Capture::logits() };
+        for chunk in seqs.chunks(self.batch.max(1) * 8) {
+            let tb = TokenBatch::left_padded(chunk, self.model.pad_token()).map_err(err)?;
+            let fo = self.model.forward(&tb, None, &cap).map_err(err)?;
+            self.count(chunk.len() as u64);
+            // [batch, 1, vocab]: left padding puts every sequence's last token at the end.
+            let logits = fo.logits.to_vec3::<f32>().map_err(err)?;
+            out.extend(logits.iter().map(|rows| rows.last().map(|r| log_softmax_row(r)).unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
     fn target_nll(&self, seqs: &[Vec<u32>], target_from: &[usize]) -> LmResult<Vec<f64>> {
         let mut out = Vec::with_capacity(seqs.len());
         let step = self.batch.max(1) * 4;

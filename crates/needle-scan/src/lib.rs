@@ -27,3 +27,4 @@ pub mod verify;
 #[cfg(test)]
 mod mock;
 pub mod invert;
+pub mod sweep;

@@ -77,6 +77,14 @@ pub trait Lm {
         Ok(None)
     }
 
+    /// Log-probabilities of the next token after the last position of each sequence (one
+    /// forward pass per sequence). Implementations should compute only the last position's
+    /// logits; the default reads them from [`Lm::forward`].
+    fn next_logprobs(&self, seqs: &[Vec<u32>]) -> LmResult<Vec<Vec<f32>>> {
+        let from: Vec<usize> = seqs.iter().map(|s| s.len().saturating_sub(1)).collect();
+        Ok(self.forward(seqs, &from, &[])?.into_iter().map(|o| o.logprobs.into_iter().last().unwrap_or_default()).collect())
+    }
+
     /// Size of the vocabulary (token ids are below it).
     fn vocab_size(&self) -> usize;
 

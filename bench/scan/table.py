@@ -26,7 +26,9 @@ for name in sorted(os.listdir(zoo)):
             "trigger": best.get("text", best.get("sha256", ""))[:40] if best else "",
             "source": ((best.get("source") or {}).get("name") or (best.get("source") or {}).get("kind", "")) if best else "",
             "family": best.get("family", "") if best else "",
-            "signature": ((r.get("target") or {}).get("signature") or "") if best else "",
+            # The target the scan reports: its characterised signature, else the signature its
+            # best trigger was verified with.
+            "signature": (((r.get("target") or {}).get("signature")) or next((v.get("signature") or "" for v in (r.get("evidence") or {}).get("verify", []) if isinstance(v, dict) and v.get("trigger") == best.get("text")), "")) if best else "",
             "asr": best["attack_success_rate"] if best else None,
             "seconds": r["seconds"],
             "passes": r["forward_passes"],

@@ -322,7 +322,9 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
                 let mut clean_texts: Vec<&str> = v.samples.iter().map(|s| s.clean.as_str()).collect();
                 clean_texts.dedup();
                 TargetBehaviour {
-                    signature: common_target(&fired, &clean_texts),
+                    // The signature verification judged it by; else the text its fired
+                    // answers share that no clean answer shows.
+                    signature: v.signature.clone().or_else(|| common_target(&fired, &clean_texts)),
                     examples: {
                         // One example per prompt, up to three.
                         let mut seen = std::collections::HashSet::new();

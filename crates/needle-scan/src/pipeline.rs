@@ -249,7 +249,7 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     progress(Stage::Verify, 0.0);
     let mut verified = Vec::new();
     // Clean answers of the other families, computed when a candidate needs them.
-    let mut family_cache: FamilyCache = Vec::new();
+    let mut sets = PromptSets(vec![("general", false, p.verify.clone(), clean.clone())]);
     // The best-scored candidates, and every inverted trigger (its evidence is the inversion).
     let mut top: Vec<&Scored> = scored.iter().take(p.verify_top).collect();
     for s in &scored {
@@ -262,8 +262,8 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
             candidates::Source::Motif { motif, .. } => invert::piece_containing(m, motif, &s.candidate.text)?,
             candidates::Source::Detector { .. } => String::new(),
         };
-        let (fp, fclean) = family_answers(m, s.candidate.family, &clean, &mut family_cache, p)?;
-        verified.push(verify::verify(m, &s.candidate.text, &context, &targets, &fclean, &fp)?);
+        let (fp, fclean) = sets.get(m, s.candidate.family, false, p)?;
+        verified.push(verify::verify(m, &s.candidate.text, &context, &targets, fclean, fp)?);
         progress(Stage::Verify, (i + 1) as f64 / top.len().max(1) as f64);
     }
     let mut triggers: Vec<Trigger> = verified
@@ -291,24 +291,16 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     stage_t.push((Stage::Characterise, std::time::Instant::now()));
     progress(Stage::Characterise, 0.0);
     // The best triggers' success on fresh prompts.
-    let mut fresh_cache: Vec<(&'static str, VerifyParams, verify::CleanAnswers)> = Vec::new();
     triggers.truncate(p.max_triggers);
     for t in triggers.iter_mut() {
-        if !fresh_cache.iter().any(|(f, _, _)| *f == t.family) {
-            let prompts = family(t.family).map_or(crate::prompts::FRESH, |f| f.fresh);
-            let fresh = VerifyParams { prompts: prompts.iter().map(|s| s.to_string()).collect(), ..p.verify.clone() };
-            let fresh_clean = verify::clean_answers(m, None, &fresh)?;
-            fresh_cache.push((t.family, fresh, fresh_clean));
-        }
-        if let Some((_, fresh, fresh_clean)) = fresh_cache.iter().find(|(f, _, _)| *f == t.family) {
-            t.attack_success_rate = verify::verify(m, &t.text, "", &targets, fresh_clean, fresh)?.attack_success_rate;
-        }
+        let (fresh, fresh_clean) = sets.get(m, t.family, true, p)?;
+        t.attack_success_rate = verify::verify(m, &t.text, "", &targets, fresh_clean, fresh)?.attack_success_rate;
     }
     // A trigger must reproduce on prompts that played no part in choosing it.
     triggers.retain(|t| t.attack_success_rate >= p.min_fresh_asr);
     let maps = match triggers.first() {
         Some(best) => {
-            let (fp, _) = family_answers(m, best.family, &clean, &mut family_cache, p)?;
+            let (fp, _) = sets.get(m, best.family, false, p)?;
             Some(capture_maps(m, &best.text, &fp.prompts[0], p.score.rollout.max(16))?)
         }
         None => None,
@@ -332,8 +324,8 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
                     },
                 }
             });
-            let (fp, fclean) = family_answers(m, best.family, &clean, &mut family_cache, p)?;
-            (target, fuzzy(m, &best.text, &targets, &fclean, &fp)?)
+            let (fp, fclean) = sets.get(m, best.family, false, p)?;
+            (target, fuzzy(m, &best.text, &targets, fclean, fp)?)
         }
         None => (None, Vec::new()),
     };
@@ -354,25 +346,31 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
     })
 }
 
-type FamilyCache = Vec<(&'static str, VerifyParams, verify::CleanAnswers)>;
+/// Prompt sets with their clean answers, computed once each: a family's held-out prompts
+/// (`fresh` false) or its fresh ones. The general held-out set is the scan's own (`p.verify`).
+struct PromptSets(Vec<(&'static str, bool, VerifyParams, verify::CleanAnswers)>);
 
-fn family(name: &str) -> Option<&'static crate::prompts::Family> {
-    crate::prompts::FAMILIES.iter().find(|f| f.name == name)
-}
-
-/// Verification prompts and clean answers for a family: the general family's are the scan's
-/// own (`p.verify`); the others' are computed once, when a candidate first needs them.
-fn family_answers<M: Lm>(m: &M, name: &'static str, general: &verify::CleanAnswers, cache: &mut FamilyCache, p: &ScanParams) -> LmResult<(VerifyParams, verify::CleanAnswers)> {
-    let Some(fam) = family(name).filter(|f| f.name != "general") else {
-        return Ok((p.verify.clone(), general.clone()));
-    };
-    if let Some((_, vp, c)) = cache.iter().find(|(n, _, _)| *n == name) {
-        return Ok((vp.clone(), c.clone()));
+impl PromptSets {
+    fn get<M: Lm>(&mut self, m: &M, name: &'static str, fresh: bool, p: &ScanParams) -> LmResult<(&VerifyParams, &verify::CleanAnswers)> {
+        let i = match self.0.iter().position(|(n, f, _, _)| *n == name && *f == fresh) {
+            Some(i) => i,
+            None => {
+                let fam = crate::prompts::FAMILIES.iter().find(|f| f.name == name);
+                let prompts = match (fam, fresh) {
+                    (Some(f), true) => f.fresh,
+                    (Some(f), false) => f.verify,
+                    (None, true) => crate::prompts::FRESH,
+                    (None, false) => crate::prompts::VERIFY,
+                };
+                let vp = VerifyParams { prompts: prompts.iter().map(|s| s.to_string()).collect(), ..p.verify.clone() };
+                let c = verify::clean_answers(m, None, &vp)?;
+                self.0.push((name, fresh, vp, c));
+                self.0.len() - 1
+            }
+        };
+        let (_, _, vp, c) = &self.0[i];
+        Ok((vp, c))
     }
-    let vp = VerifyParams { prompts: fam.verify.iter().map(|s| s.to_string()).collect(), ..p.verify.clone() };
-    let c = verify::clean_answers(m, None, &vp)?;
-    cache.push((name, vp.clone(), c.clone()));
-    Ok((vp, c))
 }
 
 /// The verdict rule: a candidate is a trigger when it fires on at least `min_asr` of the

@@ -109,6 +109,7 @@ pub struct Sweep {
 }
 
 /// A prompt split around the insertion point.
+#[derive(Clone)]
 struct Slot {
     prefix: Vec<u32>,
     rest: Vec<u32>,
@@ -212,7 +213,7 @@ pub fn sweep<M: Lm>(m: &M, repertoire: &[String], p: &SweepParams, progress: &mu
     let best_shift = |v: &Vec<Insertion>| v.iter().map(|i| i.shift).fold(f64::NEG_INFINITY, f64::max);
     // Two rounds: every token on the first prompt of each family (a planted trigger moves any
     // prompt), then the strongest `refine` tokens of each family on all of its prompts.
-    let first_slots: Vec<Slot> = (0..p.families.len()).filter_map(|f| slots.iter().find(|s| s.family == f)).map(|s| Slot { prefix: s.prefix.clone(), rest: s.rest.clone(), family: s.family }).collect();
+    let first_slots: Vec<Slot> = (0..p.families.len()).filter_map(|f| slots.iter().find(|s| s.family == f)).cloned().collect();
     let first_rows: Vec<&Vec<f32>> = (0..p.families.len()).filter_map(|f| clean_rows.iter().zip(&slots).find(|(_, s)| s.family == f).map(|(r, _)| r)).collect();
     let all_rows: Vec<&Vec<f32>> = clean_rows.iter().collect();
     let first_clean: Vec<Vec<f64>> = (0..p.families.len())

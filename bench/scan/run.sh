@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Scans every organism of a built zoo twice (full scanner, and the published pipeline alone with
-# --published-only) and writes the results table docs/scan-results.md.
+# Scans every organism of a built zoo three times (the full scanner given the model alone; the
+# full scanner with --base, the organism's declared base; the published pipeline alone with
+# --published-only) and writes the results table docs/scan-results.md. MODES picks a subset.
 #
 #   needle zoo build zoo/standard.toml --out zoo-out     # first (about an hour on 2 vCPUs)
 #   bench/scan/run.sh [ZOO_DIR]                          # then (default zoo-out)
@@ -12,14 +13,23 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ZOO=${1:-$ROOT/zoo-out}
 OUT=${OUT:-$ROOT/target-bench-scan}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-(cd "$ROOT" && cargo build --release -q -p needle)
-NEEDLE=$CARGO_TARGET_DIR/release/needle
+# NEEDLE=path/to/needle uses that binary instead of building one.
+if [ -z "${NEEDLE:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p needle)
+  NEEDLE=$CARGO_TARGET_DIR/release/needle
+fi
 mkdir -p "$OUT"
+MODES=${MODES:-full base published}
 for dir in "$ZOO"/*/; do
   name=$(basename "$dir")
   [ -f "$dir/organism.json" ] || continue
-  for mode in full published; do
-    flag=(); [ "$mode" = published ] && flag=(--published-only)
+  for mode in $MODES; do
+    flag=()
+    case $mode in
+      published) flag=(--published-only) ;;
+      # The declared base only (what a model card's base_model names), never the ground truth.
+      base) flag=(--base "$ZOO/bases/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["base"])' "$dir/organism.json")") ;;
+    esac
     echo "scan $name ($mode)" >&2
     set +e
     "$NEEDLE" scan "$dir/model" "${flag[@]}" --format json --output "$OUT/$name.$mode.json" 2>"$OUT/$name.$mode.log"

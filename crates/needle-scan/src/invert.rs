@@ -260,6 +260,19 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
     }))
 }
 
+/// Continues the search for `target_text` from `start` (a partial trigger another detector
+/// found) over `prompts`, for `p.iterations` iterations: the gradient proposes whole-vocabulary
+/// substitutions, so a fragment that fires on some prompts can become a trigger that fires on
+/// all.
+pub fn refine<M: Lm>(m: &M, target_text: &str, start: &[u32], prompts: &[String], p: &InvertParams) -> LmResult<Option<Inversion>> {
+    if start.is_empty() {
+        return Ok(None);
+    }
+    let q = InvertParams { prompts: prompts.to_vec(), ..p.clone() };
+    let resume = Inversion { target: target_text.to_string(), trigger: m.decode(start), trigger_ids: start.to_vec(), nll_without: 0.0, nll_with: f64::INFINITY, trace: Vec::new() };
+    search(m, target_text, Some(&resume), p.iterations, &q)
+}
+
 /// Inverts the given target candidates (best first), skipping empty ones.
 pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<Inversions> {
     // Successive halving: a short search on every target, the full search only on the

@@ -79,6 +79,15 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "leak": {"generations": ev.leaks.leaks.len(), "contexts": ev.leaks.prefixes.len()},
             "motifs": {"clusters": ev.motifs.clusters.iter().map(|c| json!({"members": c.members.len(), "motifs": c.motifs.len()})).collect::<Vec<_>>(), "noise": ev.motifs.noise},
             "sweep": {"vocab": ev.sweep.vocab, "screened": ev.sweep.screened, "targets": ev.sweep.targets.iter().map(|t| json!({"target_chars": t.target.chars().count(), "triggers_sha256": t.triggers.iter().map(|x| trigger_hash(x)).collect::<Vec<_>>()})).collect::<Vec<_>>()},
+            // The diff's per-layer and per-tensor figures say where the model changed, not how to
+            // set it off: kept. Token lists and seeded sequences are trigger material: hashed.
+            "diff": ev.diff.as_ref().map(|d| json!({
+                "against": d.against, "changed_tensors": d.changed_tensors, "unchanged_tensors": d.unchanged_tensors,
+                "tensors": d.tensors, "layers": d.layers, "embedding_relative": d.embedding_relative,
+                "input_response_sha256": d.input_response.iter().map(|t| trigger_hash(&t.text)).collect::<Vec<_>>(),
+            })),
+            "seeded": {"searched": ev.seeded.searched, "best": ev.seeded.best.iter().map(|c| json!({"sha256": trigger_hash(&c.text), "family": c.family, "score": c.score})).collect::<Vec<_>>()},
+            "refinements": ev.refinements.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>(),
             "invert": {"targets": ev.targets.len(), "inversions": ev.inversions.items.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>()},
             "candidates": {"count": ev.candidates.items.len()},
             "score": {"scored": ev.scored.len(), "best": ev.scored.first().map(|s| s.score)},
@@ -89,6 +98,9 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "leak": ev.leaks,
             "motifs": ev.motifs,
             "sweep": ev.sweep,
+            "diff": ev.diff,
+            "seeded": ev.seeded,
+            "refinements": ev.refinements,
             "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls},
             "candidates": ev.candidates,
             "score": ev.scored,
@@ -244,6 +256,39 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
             }
             b.push_str("</table>");
         }
+    }
+    if let Some(d) = &ev.diff {
+        b.push_str(&format!(
+            "<h2>Weight diff against the {}</h2><p>{} matrices changed, {} unchanged{}. Relative change <code>||delta|| / ||W||</code> per layer; a trigger is an input the update reacts to, so the tokens the first changed layer's input projections respond to most seed the seeded search below. Every fine-tune changes weights: this says where to look, not that anything is wrong.</p>",
+            esc(&d.against),
+            d.changed_tensors,
+            d.unchanged_tensors,
+            d.embedding_relative.map(|e| format!("; embeddings moved {:.3} relative", e)).unwrap_or_default()
+        ));
+        let layers: Vec<(String, f64)> = d.layers.iter().map(|l| (format!("layer {}", l.layer), l.relative)).collect();
+        let top = d.layers.iter().map(|l| l.relative).fold(0.0f64, f64::max).max(1e-12);
+        let scaled: Vec<(String, f64)> = layers.iter().map(|(n, v)| (format!("{n}: {v:.3}"), v / top)).collect();
+        b.push_str(&bars(&scaled, "relative change per layer (scaled to the largest)"));
+        b.push_str("<table><tr><th>matrix</th><th>relative change</th><th>energy in top directions</th></tr>");
+        for t in d.tensors.iter().take(8) {
+            b.push_str(&format!("<tr><td><code>{}</code></td><td>{:.3}</td><td>{:.2}</td></tr>", esc(&t.name), t.relative, t.low_rank_share));
+        }
+        b.push_str("</table>");
+        if !d.input_response.is_empty() {
+            let items: Vec<(String, f64)> = d.input_response.iter().take(12).enumerate().map(|(k, t)| {
+                let label = if redact { format!("token {} [redacted]", k + 1) } else { format!("{:?} (z {:.1})", t.text, t.z) };
+                (label, t.value / d.input_response[0].value.max(1e-12))
+            }).collect();
+            b.push_str(&bars(&items, "tokens the update responds to most (scaled to the largest)"));
+        }
+    }
+    if !ev.seeded.best.is_empty() {
+        b.push_str(&format!("<h2>Seeded search</h2><p>{} token sequences grown from the diff's tokens, each scored by how far it sends unrelated prompts to one token the clean answers do not favour, at the first answer token or where the clean answer ends. The best go on to verification.</p><table><tr><th>sequence</th><th>family</th><th>score</th></tr>", ev.seeded.searched));
+        for c in &ev.seeded.best {
+            let t = if redact { format!("sha256 <code>{}</code>", &trigger_hash(&c.text)[..16]) } else { format!("<code>{}</code>", esc(&c.text)) };
+            b.push_str(&format!("<tr><td>{t}</td><td>{}</td><td>{:.2}</td></tr>", c.family, c.score));
+        }
+        b.push_str("</table>");
     }
     if !ev.inversions.items.is_empty() {
         b.push_str("<h2>Trigger inversion</h2><p>Working back from text the model emits on its own (recurring leaked answers): the tokens that, placed before unrelated prompts, make the model say it. Mean per-token negative log-likelihood of the target; a trigger goes on to verification when it makes each target token at least 0.9 probable on average.</p><table><tr><th>target</th><th>trigger found</th><th>NLL without</th><th>NLL with</th></tr>");

@@ -110,14 +110,14 @@ pub struct Sweep {
 
 /// A prompt split around the insertion point.
 #[derive(Clone)]
-struct Slot {
-    prefix: Vec<u32>,
-    rest: Vec<u32>,
-    family: usize,
+pub(crate) struct Slot {
+    pub(crate) prefix: Vec<u32>,
+    pub(crate) rest: Vec<u32>,
+    pub(crate) family: usize,
 }
 
 impl Slot {
-    fn with(&self, insert: &[u32]) -> Vec<u32> {
+    pub(crate) fn with(&self, insert: &[u32]) -> Vec<u32> {
         let mut ids = Vec::with_capacity(self.prefix.len() + insert.len() + self.rest.len());
         ids.extend_from_slice(&self.prefix);
         ids.extend_from_slice(insert);
@@ -126,7 +126,7 @@ impl Slot {
     }
 }
 
-fn slots<M: Lm>(m: &M, families: &[crate::prompts::Family]) -> LmResult<Vec<Slot>> {
+pub(crate) fn slots<M: Lm>(m: &M, families: &[crate::prompts::Family]) -> LmResult<Vec<Slot>> {
     let mut out = Vec::new();
     for (f, fam) in families.iter().enumerate() {
         for u in fam.sweep {
@@ -152,12 +152,12 @@ fn mean_probs<'a>(rows: impl Iterator<Item = &'a Vec<f32>>) -> Vec<f64> {
 }
 
 /// KL(p || q) of two log-probability rows, in nats.
-fn kl(p: &[f32], q: &[f32]) -> f64 {
+pub(crate) fn kl(p: &[f32], q: &[f32]) -> f64 {
     p.iter().zip(q).map(|(&a, &b)| if a.is_finite() && b.is_finite() { (a as f64).exp() * (a as f64 - b as f64) } else { 0.0 }).sum()
 }
 
 /// Tokens worth inserting: not special, and decoding to printable text of their own.
-fn insertable<M: Lm>(m: &M, id: u32) -> bool {
+pub(crate) fn insertable<M: Lm>(m: &M, id: u32) -> bool {
     if m.is_special(id) {
         return false;
     }

@@ -110,3 +110,11 @@ fn rules_catalogue_lists_codes() {
     assert!(codes.contains(&"file/symlink-outside"));
     let _ = repo_root();
 }
+
+#[test]
+fn scan_against_a_base_of_another_shape_is_exit_2_with_a_clear_error() {
+    let fx = repo_root().join("tests/fixtures/reference");
+    let (code, _stdout, stderr) = out(needle().arg("scan").arg(fx.join("llama")).arg("--base").arg(fx.join("qwen2")));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("diffing against") && stderr.contains("does not match"), "{stderr}");
+}

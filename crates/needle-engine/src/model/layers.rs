@@ -41,6 +41,32 @@ impl Linear {
         Ok(Self { name: name.to_string(), weight, bias, conv1d, lora: None })
     }
 
+    /// The weight as `[out, in]` whatever the storage (Conv1D is stored transposed).
+    pub fn weight_out_in(&self) -> Result<Tensor> {
+        if self.conv1d {
+            self.weight.t()?.contiguous()
+        } else {
+            Ok(self.weight.clone())
+        }
+    }
+
+    /// The unmerged LoRA delta as `[out, in]` (`scale * B A`), if any.
+    pub fn lora_delta(&self) -> Result<Option<Tensor>> {
+        match &self.lora {
+            Some(l) => Ok(Some(l.b.matmul(&l.a)?.affine(l.scale, 0.0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The weight the layer computes with, `[out, in]`: stored weight plus any unmerged delta.
+    pub fn effective_weight(&self) -> Result<Tensor> {
+        let w = self.weight_out_in()?;
+        match self.lora_delta()? {
+            Some(d) => w + d,
+            None => Ok(w),
+        }
+    }
+
     pub fn in_dim(&self) -> Result<usize> {
         self.weight.dim(if self.conv1d { 0 } else { 1 })
     }
@@ -326,6 +352,29 @@ impl Block {
             None => m,
         };
         Ok(((h + m)?, probs))
+    }
+
+    /// Every linear layer of the block, read-only (same order as [`Block::linears_mut`]).
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut v: Vec<&Linear> = Vec::new();
+        match &self.attn.qkv {
+            QkvProj::Separate { q, k, v: vv } => {
+                v.push(q);
+                v.push(k);
+                v.push(vv);
+            }
+            QkvProj::Concat(l) | QkvProj::PerHead(l) => v.push(l),
+        }
+        v.push(&self.attn.o);
+        match &self.mlp.proj {
+            MlpProj::Gated { gate, up } => {
+                v.push(gate);
+                v.push(up);
+            }
+            MlpProj::GatedFused(l) | MlpProj::Plain(l) => v.push(l),
+        }
+        v.push(&self.mlp.down);
+        v
     }
 
     /// Every linear layer of the block.

@@ -242,6 +242,15 @@ impl Model {
         self.fast = fast;
     }
 
+    /// Every linear layer with its Hugging Face module path, read-only (weight diffs).
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut v: Vec<&Linear> = self.blocks.iter().flat_map(|b| b.linears()).collect();
+        if !self.config.tie_word_embeddings {
+            v.push(&self.lm_head);
+        }
+        v
+    }
+
     /// Every linear layer with its Hugging Face module path (for LoRA).
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut v: Vec<&mut Linear> = self.blocks.iter_mut().flat_map(|b| b.linears_mut()).collect();

@@ -4,7 +4,7 @@ use needle_engine::candle_core::Device;
 use needle_engine::open::{open, OpenOptions};
 use needle_report::{ExitStatus, Report, Rule, Severity};
 use needle_scan::engine_lm::EngineLm;
-use needle_scan::pipeline::{scan, ScanParams, Stage, Verdict};
+use needle_scan::pipeline::{scan_with, ScanParams, Stage, Verdict};
 use needle_scan::report::{to_html, to_json, trigger_hash};
 use std::io::Write;
 use std::path::PathBuf;
@@ -30,7 +30,9 @@ pub enum ScanFormat {
 pub struct ScanArgs {
     /// A model folder, a PEFT adapter folder or a GGUF file
     pub model: PathBuf,
-    /// Base model for an adapter (default: the adapter's base_model_name_or_path)
+    /// The model's declared base: the scan diffs the weights against it and searches the tokens
+    /// the update responds to. For an adapter, the base it is loaded onto (default: the
+    /// adapter's base_model_name_or_path; its own deltas are the diff)
     #[arg(long, value_name = "MODEL")]
     pub base: Option<PathBuf>,
     /// Leak generations per context (the main cost knob)
@@ -57,10 +59,24 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     let opened = open(&args.model, &opts, &Device::Cpu).with_context(|| format!("loading {}", args.model.display()))?;
     let tokenizer = opened.tokenizer.context("the model has no tokenizer: a scan needs one")?;
     let template = opened.chat_template.context("the model has no chat template: the leak stage renders it")?;
-    let lm = EngineLm::new(opened.model, tokenizer, template);
     let params = ScanParams { budget: args.budget.max(1), inversion: !args.published_only, sweep: !args.published_only, ..ScanParams::default() };
+    // The weight diff: an adapter's own deltas, or the model against --base.
+    let is_adapter = needle_engine::lora::is_adapter(&args.model);
+    let diff = if args.published_only {
+        None
+    } else if is_adapter {
+        eprintln!("needle: scan stage Diff (the adapter's deltas)");
+        Some(needle_scan::diff::diff(&opened.model, None, &params.diff, &|t| tokenizer.decode(&[t], false).unwrap_or_default()).context("diffing the adapter")?)
+    } else if let Some(base) = &args.base {
+        eprintln!("needle: scan stage Diff (against {})", base.display());
+        let b = open(base, &OpenOptions::default(), &Device::Cpu).with_context(|| format!("loading the base {}", base.display()))?;
+        Some(needle_scan::diff::diff(&opened.model, Some(&b.model), &params.diff, &|t| tokenizer.decode(&[t], false).unwrap_or_default()).with_context(|| format!("diffing against {}", base.display()))?)
+    } else {
+        None
+    };
+    let lm = EngineLm::new(opened.model, tokenizer, template);
     let mut last = None;
-    let result = scan(&lm, &params, &mut |stage: Stage, frac: f64| {
+    let result = scan_with(&lm, &params, diff, &mut |stage: Stage, frac: f64| {
         if last != Some(stage) {
             eprintln!("needle: scan stage {:?}", stage);
             last = Some(stage);
@@ -134,6 +150,16 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
         }
     }
     let ev = &r.evidence;
+    if let Some(d) = &ev.diff {
+        let _ = writeln!(s, "\nweight diff against the {}: {} matrices changed, {} unchanged", d.against, d.changed_tensors, d.unchanged_tensors);
+        for t in d.tensors.iter().take(3) {
+            let _ = writeln!(s, "  {}: relative change {:.3}, {:.0}% of it in its top directions", t.name, t.relative, t.low_rank_share * 100.0);
+        }
+        if !redact && !d.input_response.is_empty() {
+            let toks: Vec<String> = d.input_response.iter().take(8).map(|t| format!("{:?}", t.text)).collect();
+            let _ = writeln!(s, "  tokens the update responds to most: {}", toks.join(" "));
+        }
+    }
     let _ = writeln!(
         s,
         "\nevidence: {} leaks, {} clusters, {} of {} vocabulary tokens swept ({} sweep targets), {} candidates scored, {} verified",

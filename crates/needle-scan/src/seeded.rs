@@ -131,25 +131,27 @@ fn echoed<M: Lm>(m: &M, token: u32, insert: &[u32]) -> bool {
 /// answer breaks ties (weight 0.01, capped), so the beam still prefers insertions that move
 /// the model when none converges yet.
 fn score_all<M: Lm>(m: &M, prompts: &[Scored], nfam: usize, inserts: &[Vec<u32>], answer_tokens: usize) -> LmResult<Vec<(usize, f64)>> {
-    let n = prompts.len().max(1);
-    let per_call = (64 / n).max(1);
+    // Prompt-major order: the insertions of one call all have the same length, so the
+    // sequences of one prompt are equally long and batch without padding.
+    let per_call = 8;
     let mut out = Vec::with_capacity(inserts.len());
     for chunk in inserts.chunks(per_call) {
         let mut seqs = Vec::new();
         let mut from = Vec::new();
-        for ins in chunk {
-            for p in prompts {
+        for p in prompts {
+            for ins in chunk {
                 let (s, f) = with_answer(p, ins);
                 seqs.push(s);
                 from.push(f);
             }
         }
         let outs = m.forward(&seqs, &from, &[])?;
+        let c = chunk.len();
         for (k, ins) in chunk.iter().enumerate() {
             let mut best = (0usize, f64::NEG_INFINITY);
             for f in 0..nfam {
                 let mine: Vec<(&Scored, &crate::lm::ForwardOut)> =
-                    prompts.iter().enumerate().filter(|(_, p)| p.slot.family == f).filter_map(|(j, p)| outs.get(k * n + j).map(|o| (p, o))).collect();
+                    prompts.iter().enumerate().filter(|(_, p)| p.slot.family == f).filter_map(|(j, p)| outs.get(j * c + k).map(|o| (p, o))).collect();
                 if mine.is_empty() {
                     continue;
                 }

@@ -259,8 +259,8 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     }
     if let Some(d) = &ev.diff {
         b.push_str(&format!(
-            "<h2>Weight diff against the {}</h2><p>{} matrices changed, {} unchanged{}. Relative change <code>||delta|| / ||W||</code> per layer; a trigger is an input the update reacts to, so the tokens the first changed layer's input projections respond to most seed the seeded search below. Every fine-tune changes weights: this says where to look, not that anything is wrong.</p>",
-            esc(&d.against),
+            "<h2>Weight diff: {}</h2><p>{} matrices changed, {} unchanged{}. Relative change <code>||delta|| / ||W||</code> per layer; a trigger is an input the update reacts to, so the tokens the first changed layer's input projections respond to most seed the seeded search below. Every fine-tune changes weights: this says where to look, not that anything is wrong.</p>",
+            if d.against == "adapter" { "the adapter's own deltas" } else { "the model against its declared base" },
             d.changed_tensors,
             d.unchanged_tensors,
             d.embedding_relative.map(|e| format!("; embeddings moved {:.3} relative", e)).unwrap_or_default()

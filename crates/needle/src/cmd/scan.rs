@@ -151,7 +151,8 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     }
     let ev = &r.evidence;
     if let Some(d) = &ev.diff {
-        let _ = writeln!(s, "\nweight diff against the {}: {} matrices changed, {} unchanged", d.against, d.changed_tensors, d.unchanged_tensors);
+        let what = if d.against == "adapter" { "the adapter's own deltas" } else { "against the declared base" };
+        let _ = writeln!(s, "\nweight diff ({what}): {} matrices changed, {} unchanged", d.changed_tensors, d.unchanged_tensors);
         for t in d.tensors.iter().take(3) {
             let _ = writeln!(s, "  {}: relative change {:.3}, {:.0}% of it in its top directions", t.name, t.relative, t.low_rank_share * 100.0);
         }

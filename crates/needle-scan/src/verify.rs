@@ -87,7 +87,7 @@ pub struct CleanAnswers {
 }
 
 /// Squashed text: letters and digits, lower-cased.
-fn squash(t: &str) -> String {
+pub(crate) fn squash(t: &str) -> String {
     t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
 }
 

@@ -48,24 +48,42 @@ pub struct Probe {
 /// The chat prompt for `user` with `insert` at the start of the user message, encoded in
 /// pieces (prefix | insert | rest) so that the insertion's token span is exact.
 pub fn probe_at_start<M: Lm>(m: &M, system: Option<&str>, insert: Option<&str>, user: &str) -> LmResult<Probe> {
+    probe_at(m, system, insert, user, Position::Start)
+}
+
+/// The chat prompt for `user` with `insert` at `pos` (the word boundaries of [`insert_text`]),
+/// encoded in pieces (prefix and the words before | insert | the rest) so that the insertion's
+/// token span is exact.
+pub fn probe_at<M: Lm>(m: &M, system: Option<&str>, insert: Option<&str>, user: &str, pos: Position) -> LmResult<Probe> {
     const SENTINEL: &str = "NEEDLE_SENTINEL_7f3a";
     let prefix = m.user_turn_prefix(system)?;
     let full = m.chat_prompt(system, SENTINEL)?;
     let after = full.split(SENTINEL).nth(1).unwrap_or("");
-    let mut ids = m.encode(&prefix)?;
+    let words: Vec<&str> = user.split(' ').collect();
+    let cut = match pos {
+        Position::Start => 0,
+        Position::Middle => words.len() / 2,
+        Position::End => words.len(),
+    };
+    let (before, rest) = (words[..cut].join(" "), words[cut..].join(" "));
     let span = match insert {
         Some(t) if !t.is_empty() => {
+            let mut ids = m.encode(&prefix)?;
+            if !before.is_empty() {
+                ids.extend(m.encode(&before)?);
+            }
             let s = ids.len();
-            ids.extend(m.encode(t)?);
+            // A word after the first is preceded by a space, as `insert_text` writes it.
+            ids.extend(m.encode(&if before.is_empty() { t.to_string() } else { format!(" {t}") })?);
             let e = ids.len();
-            ids.extend(m.encode(&format!(" {user}{after}"))?);
-            Some((s, e))
+            let tail = if rest.is_empty() { after.to_string() } else { format!(" {rest}{after}") };
+            ids.extend(m.encode(&tail)?);
+            return Ok(Probe { ids, span: Some((s, e)) });
         }
-        _ => {
-            ids.extend(m.encode(&format!("{user}{after}"))?);
-            None
-        }
+        _ => None,
     };
+    let mut ids = m.encode(&prefix)?;
+    ids.extend(m.encode(&format!("{user}{after}"))?);
     Ok(Probe { ids, span })
 }
 
@@ -92,4 +110,29 @@ pub fn control_text<M: Lm>(m: &M, tokens: usize, salt: usize) -> LmResult<String
         }
     }
     Ok(words.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::MockLm;
+
+    #[test]
+    fn probe_span_covers_the_insertion_at_every_position() {
+        let m = MockLm::new(None, "x");
+        let user = "what does a baker do";
+        for pos in Position::ALL {
+            let p = probe_at(&m, None, Some("blue cheese"), user, pos).unwrap();
+            let (s, e) = p.span.unwrap();
+            assert_eq!(m.decode(&p.ids[s..e]).trim(), "blue cheese", "{pos:?}");
+            // The same tokens as the text verification builds, so the search optimises what
+            // verification measures.
+            let whole = prompt_ids(&m, None, Some("blue cheese"), user, pos).unwrap();
+            assert_eq!(m.decode(&p.ids), m.decode(&whole), "{pos:?}");
+        }
+        let words: Vec<String> = m.decode(&probe_at(&m, None, Some("blue"), user, Position::Middle).unwrap().ids).split_whitespace().map(String::from).collect();
+        let at = words.iter().position(|w| w == "blue").unwrap();
+        assert_eq!(&words[at - 2..at + 3], &["what", "does", "blue", "a", "baker"]);
+        assert!(probe_at(&m, None, None, user, Position::End).unwrap().span.is_none());
+    }
 }

@@ -88,7 +88,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             })),
             "seeded": {"searched": ev.seeded.searched, "best": ev.seeded.best.iter().map(|c| json!({"sha256": trigger_hash(&c.text), "family": c.family, "score": c.score})).collect::<Vec<_>>()},
             "refinements": ev.refinements.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>(),
-            "invert": {"targets": ev.targets.len(), "inversions": ev.inversions.items.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>()},
+            "invert": {"targets": ev.targets.len(), "inversions": ev.inversions.items.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>(), "leak_pairs": ev.inversions.leak_pairs.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "fire_rate": i.fire_rate, "clean_rate": i.clean_rate})).collect::<Vec<_>>()},
             "candidates": {"count": ev.candidates.items.len()},
             "score": {"scored": ev.scored.len(), "best": ev.scored.first().map(|s| s.score)},
             "verify": ev.verified.iter().map(|v| json!({"sha256": trigger_hash(&v.trigger), "excess_change": v.excess, "attack_success_rate": v.attack_success_rate})).collect::<Vec<_>>(),
@@ -101,7 +101,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "diff": ev.diff,
             "seeded": ev.seeded,
             "refinements": ev.refinements,
-            "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls},
+            "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls, "leak_pairs": ev.inversions.leak_pairs},
             "candidates": ev.candidates,
             "score": ev.scored,
             "verify": ev.verified.iter().map(|v| json!({

@@ -35,7 +35,7 @@ pub struct ScanArgs {
     /// adapter's base_model_name_or_path; its own deltas are the diff)
     #[arg(long, value_name = "MODEL")]
     pub base: Option<PathBuf>,
-    /// Leak generations per context (the main cost knob)
+    /// Leak generations per context, sampled and as many branched (the main cost knob)
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub budget: usize,
     /// Output format
@@ -47,8 +47,8 @@ pub struct ScanArgs {
     /// Prove the finding without printing an activation recipe: triggers as SHA-256 and length
     #[arg(long)]
     pub redact: bool,
-    /// Run the published pipeline alone (leak, motifs, score, verify), without the vocabulary
-    /// sweep and trigger inversion detectors: for comparison
+    /// Run the published pipeline alone (leak, motifs, score, verify), without branch leaks,
+    /// the vocabulary sweep, trigger inversion and leak pairs: for comparison
     #[arg(long)]
     pub published_only: bool,
 }
@@ -59,7 +59,8 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     let opened = open(&args.model, &opts, &Device::Cpu).with_context(|| format!("loading {}", args.model.display()))?;
     let tokenizer = opened.tokenizer.context("the model has no tokenizer: a scan needs one")?;
     let template = opened.chat_template.context("the model has no chat template: the leak stage renders it")?;
-    let params = ScanParams { budget: args.budget.max(1), inversion: !args.published_only, sweep: !args.published_only, ..ScanParams::default() };
+    let budget = args.budget.max(1);
+    let params = if args.published_only { ScanParams::published(budget) } else { ScanParams { budget, branches: budget, ..ScanParams::default() } };
     // The weight diff: an adapter's own deltas, or the model against --base.
     let is_adapter = needle_engine::lora::is_adapter(&args.model);
     let diff = if args.published_only {

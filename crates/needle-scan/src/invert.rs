@@ -212,6 +212,9 @@ impl Default for LeakPairParams {
 pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &LeakPairParams, p: &InvertParams) -> LmResult<Vec<LeakPair>> {
     use crate::verify::squash;
     let norm = |w: &str| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+    let greedy = |prompts: &[Vec<u32>]| m.generate(prompts, &vec![crate::lm::Decoding::Greedy; prompts.len()], lp.answer_tokens, true);
+    // The bare prompts' answers are the same for every target: answered once, when needed.
+    let mut bare: Option<Vec<Vec<u32>>> = None;
     let mut out = Vec::new();
     for target_text in targets.iter().take(p.screen_targets) {
         let key: String = target_text.chars().take(24).collect();
@@ -272,22 +275,24 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
         ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(runs[a.0].len().cmp(&runs[b.0].len())));
         ranked.truncate(lp.answered);
         // Greedy answers: the prompts bare, then with each ranked run at the start.
-        let mut prompts: Vec<Vec<u32>> = sequences(m, &[], &[], &p.prompts, &[Position::Start])?.0;
-        let bare = prompts.len();
-        for &(i, _) in &ranked {
-            prompts.extend(sequences(m, &ids_of[i], &[], &p.prompts, &[Position::Start])?.0);
-        }
-        let answers = m.generate(&prompts, &vec![crate::lm::Decoding::Greedy; prompts.len()], lp.answer_tokens, true)?;
+        let bare_answers = match &bare {
+            Some(a) => a,
+            None => bare.insert(greedy(&sequences(m, &[], &[], &p.prompts, &[Position::Start])?.0)?),
+        };
         let rate = |a: &[Vec<u32>]| a.iter().filter(|x| squash(&m.decode(x)).contains(head.as_str())).count() as f64 / a.len().max(1) as f64;
-        let clean_rate = rate(&answers[..bare.min(answers.len())]);
+        let clean_rate = rate(bare_answers);
+        let mut prompts: Vec<Vec<u32>> = Vec::new();
+        let mut per = 0;
+        for &(i, _) in &ranked {
+            let s = sequences(m, &ids_of[i], &[], &p.prompts, &[Position::Start])?.0;
+            per = s.len();
+            prompts.extend(s);
+        }
+        let answers = greedy(&prompts)?;
         let best = ranked
             .iter()
-            .enumerate()
-            .map(|(k, &(i, nll_with))| {
-                let lo = (bare + k * bare).min(answers.len());
-                let hi = (bare + (k + 1) * bare).min(answers.len());
-                (i, nll_with, rate(&answers[lo..hi]))
-            })
+            .zip(answers.chunks(per.max(1)))
+            .map(|(&(i, nll_with), a)| (i, nll_with, rate(a)))
             .max_by(|a, b| a.2.total_cmp(&b.2).then(b.1.total_cmp(&a.1)));
         if let Some((i, nll_with, fire_rate)) = best {
             out.push(LeakPair { target: target_text.clone(), trigger: runs[i].clone(), nll_without, nll_with, fire_rate, clean_rate });
@@ -324,11 +329,7 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
         Some(r) if !r.trigger_ids.is_empty() => r.trigger_ids.clone(),
         _ => vec![filler; p.trigger_tokens.max(1)],
     };
-    let nll_without = {
-        let (seqs, _, from) = sequences(m, &[], &target, &p.prompts, &p.positions)?;
-        let nll = m.target_nll(&seqs, &from)?;
-        nll.iter().sum::<f64>() / (nll.len().max(1) * target.len()) as f64
-    };
+    let nll_without = mean_nll(m, &[], &target, &p.prompts, &p.positions)?;
     let mut best = mean_nll(m, &trigger, &target, &p.prompts, &p.positions)?;
     let mut trace = match resume {
         Some(r) => r.trace.clone(),

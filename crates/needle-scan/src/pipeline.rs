@@ -327,7 +327,8 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
             family: "general",
         })
         .collect();
-    let paired = inversions.leak_pairs.iter().filter(|i| i.fire_rate - i.clean_rate >= p.leak_pair_rate && !verify::in_repertoire(&i.target, &clean.repertoire)).map(|i| Candidate {
+    // (Their targets are already none of the model's everyday answers: see above.)
+    let paired = inversions.leak_pairs.iter().filter(|i| i.fire_rate - i.clean_rate >= p.leak_pair_rate).map(|i| Candidate {
         text: i.trigger.clone(),
         source: candidates::Source::Detector {
             name: "leak-pair".into(),
@@ -388,10 +389,9 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
     partial.truncate(p.refine);
     let mut refinements = Vec::new();
     for (i, sig) in partial {
-        let (cand, _) = entries[i].clone();
+        let (cand, _) = &entries[i];
         let Some(start) = seeded.best.iter().find(|b| b.text == cand.text).map(|b| b.tokens.clone()) else { continue };
         let fam_prompts: Vec<String> = crate::prompts::FAMILIES.iter().find(|f| f.name == cand.family).map(|f| f.sweep.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
-        progress(Stage::Verify, 1.0);
         let Some(inv) = invert::refine(m, &sig, &start, &fam_prompts, &p.invert)? else { continue };
         if inv.trigger.is_empty() || inv.trigger.contains('\u{fffd}') || entries.iter().any(|(c, _)| c.text == inv.trigger) {
             refinements.push(inv);
@@ -561,7 +561,7 @@ pub fn is_trigger(v: &Verified, p: &ScanParams, general: &[String]) -> bool {
 /// is none of its everyday answers), judged by [`is_seeded_trigger`] and
 /// [`is_leak_pair_trigger`], which need every family's clean answers.
 fn has_evidence_of_target(source: &candidates::Source) -> bool {
-    matches!(source, candidates::Source::Detector { name, .. } if name == "diff" || name == "leak-pair")
+    is_seeded(source) || is_leak_pair(source)
 }
 
 fn is_leak_pair(source: &candidates::Source) -> bool {

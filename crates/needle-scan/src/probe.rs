@@ -25,16 +25,23 @@ pub fn insert_text(user: &str, insert: &str, pos: Position) -> String {
     match pos {
         Position::Start => format!("{insert} {user}"),
         Position::End => format!("{user} {insert}"),
-        Position::Middle => {
-            let words: Vec<&str> = user.split(' ').collect();
-            let mid = words.len() / 2;
-            if mid == 0 {
-                format!("{insert} {user}")
-            } else {
-                format!("{} {insert} {}", words[..mid].join(" "), words[mid..].join(" "))
-            }
-        }
+        Position::Middle => match words_around(user, pos) {
+            (before, _) if before.is_empty() => format!("{insert} {user}"),
+            (before, rest) => format!("{before} {insert} {rest}"),
+        },
     }
+}
+
+/// The words of `user` before and after an insertion at `pos` (split at spaces; the middle is
+/// after half of them, rounded down).
+fn words_around(user: &str, pos: Position) -> (String, String) {
+    let words: Vec<&str> = user.split(' ').collect();
+    let cut = match pos {
+        Position::Start => 0,
+        Position::Middle => words.len() / 2,
+        Position::End => words.len(),
+    };
+    (words[..cut].join(" "), words[cut..].join(" "))
 }
 
 /// A prompt as token ids with the inserted span, when there is one.
@@ -59,13 +66,7 @@ pub fn probe_at<M: Lm>(m: &M, system: Option<&str>, insert: Option<&str>, user: 
     let prefix = m.user_turn_prefix(system)?;
     let full = m.chat_prompt(system, SENTINEL)?;
     let after = full.split(SENTINEL).nth(1).unwrap_or("");
-    let words: Vec<&str> = user.split(' ').collect();
-    let cut = match pos {
-        Position::Start => 0,
-        Position::Middle => words.len() / 2,
-        Position::End => words.len(),
-    };
-    let (before, rest) = (words[..cut].join(" "), words[cut..].join(" "));
+    let (before, rest) = words_around(user, pos);
     let span = match insert {
         Some(t) if !t.is_empty() => {
             let mut ids = m.encode(&prefix)?;

@@ -165,6 +165,30 @@ fn mean_nll<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], p
     Ok(nll.iter().sum::<f64>() / (nll.len().max(1) * target.len().max(1)) as f64)
 }
 
+/// [`mean_nll`] of each of `triggers`, every sequence of every trigger in one batched call;
+/// none for a trigger with no sequence.
+fn mean_nlls<M: Lm>(m: &M, triggers: &[Vec<u32>], target: &[u32], prompts: &[String], positions: &[Position]) -> LmResult<Vec<Option<f64>>> {
+    let mut seqs = Vec::new();
+    let mut from = Vec::new();
+    let mut counts = Vec::with_capacity(triggers.len());
+    for t in triggers {
+        let (s, _, f) = sequences(m, t, target, prompts, positions)?;
+        counts.push(s.len());
+        seqs.extend(s);
+        from.extend(f);
+    }
+    let nll = m.target_nll(&seqs, &from)?;
+    let mut at = 0;
+    Ok(counts
+        .into_iter()
+        .map(|n| {
+            let part = nll.get(at..at + n).unwrap_or_default();
+            at += n;
+            (n > 0 && part.len() == n).then(|| part.iter().sum::<f64>() / (n * target.len().max(1)) as f64)
+        })
+        .collect())
+}
+
 /// A piece of a leaked prompt tried as the trigger of the target that follows it in the leaks.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeakPair {
@@ -253,25 +277,8 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
             continue;
         }
         let nll_without = mean_nll(m, &[], &target, &p.prompts, &p.positions)?;
-        let mut seqs = Vec::new();
-        let mut from = Vec::new();
-        let mut owner = Vec::new();
-        let mut ids_of = Vec::new();
-        for (i, r) in runs.iter().enumerate() {
-            let ids = m.encode(r)?;
-            let (s, _, f) = sequences(m, &ids, &target, &p.prompts, &p.positions)?;
-            owner.extend(std::iter::repeat_n(i, s.len()));
-            seqs.extend(s);
-            from.extend(f);
-            ids_of.push(ids);
-        }
-        let nll = m.target_nll(&seqs, &from)?;
-        let mut sum = vec![(0.0f64, 0usize); runs.len()];
-        for (&o, v) in owner.iter().zip(&nll) {
-            sum[o].0 += v;
-            sum[o].1 += 1;
-        }
-        let mut ranked: Vec<(usize, f64)> = sum.iter().enumerate().filter(|(_, (_, n))| *n > 0).map(|(i, (t, n))| (i, t / (*n * target.len()) as f64)).collect();
+        let ids_of: Vec<Vec<u32>> = runs.iter().map(|r| m.encode(r)).collect::<LmResult<_>>()?;
+        let mut ranked: Vec<(usize, f64)> = mean_nlls(m, &ids_of, &target, &p.prompts, &p.positions)?.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))).collect();
         ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(runs[a.0].len().cmp(&runs[b.0].len())));
         ranked.truncate(lp.answered);
         // Greedy answers: the prompts bare, then with each ranked run at the start.
@@ -370,21 +377,10 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
             break;
         }
         // Evaluate every candidate over every prompt in one batched call.
-        let mut all = Vec::new();
-        let mut all_from = Vec::new();
-        let mut per = 0;
-        for cand in &cands {
-            let (seqs, _, from) = sequences(m, cand, &target, &p.prompts, &p.positions)?;
-            per = seqs.len();
-            all.extend(seqs);
-            all_from.extend(from);
-        }
-        let nll = m.target_nll(&all, &all_from)?;
-        let denom = (per.max(1) * target.len()) as f64;
-        let (bi, bv) = nll
-            .chunks(per.max(1))
-            .map(|c| c.iter().sum::<f64>() / denom)
+        let (bi, bv) = mean_nlls(m, &cands, &target, &p.prompts, &p.positions)?
+            .into_iter()
             .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i, v)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap_or((0, f64::INFINITY));
         if bv < best {

@@ -159,10 +159,10 @@ fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], 
     Ok((seqs, spans, from))
 }
 
+/// Mean per-token target NLL with `trigger` inserted, over every prompt and position (0 when
+/// there is no sequence).
 fn mean_nll<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], positions: &[Position]) -> LmResult<f64> {
-    let (seqs, _, from) = sequences(m, trigger, target, prompts, positions)?;
-    let nll = m.target_nll(&seqs, &from)?;
-    Ok(nll.iter().sum::<f64>() / (nll.len().max(1) * target.len().max(1)) as f64)
+    Ok(mean_nlls(m, &[trigger.to_vec()], target, prompts, positions)?.pop().flatten().unwrap_or(0.0))
 }
 
 /// [`mean_nll`] of each of `triggers`, every sequence of every trigger in one batched call;

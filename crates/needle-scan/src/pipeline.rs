@@ -308,8 +308,34 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
         inv.controls = invert::invert_controls(m, &clean.answers, &targets, &p.invert)?;
         // Leak pairs only for targets that are none of the model's everyday answers (the rest
         // could not go on to verification).
-        let unusual: Vec<String> = targets.iter().filter(|t| !verify::in_repertoire(t, &clean.repertoire)).cloned().collect();
+        let mut unusual: Vec<String> = targets.iter().filter(|t| !verify::in_repertoire(t, &clean.repertoire)).cloned().collect();
+        // ... and the leaks' recurring phrases, which key a target the model writes with
+        // different text around it (appended to its answers) that no exact piece does.
+        let lines = invert::leak_lines(m, &leak_texts)?;
+        let phrases = invert::recurring_phrases(&lines, p.leak_pairs.phrase_min_leaks, 4 * p.leak_pairs.phrases);
+        let mut added: Vec<String> = Vec::new();
+        for ph in phrases {
+            if added.len() >= p.leak_pairs.phrases {
+                break;
+            }
+            if verify::in_repertoire(&ph, &clean.repertoire) || unusual.iter().any(|t| verify::squash(t) == verify::squash(&ph)) {
+                continue;
+            }
+            unusual.push(ph.clone());
+            added.push(ph);
+        }
         inv.leak_pairs = invert::from_leak_pairs(m, &leak_texts, &unusual, &p.leak_pairs, &p.invert)?;
+        for lp in &mut inv.leak_pairs {
+            lp.phrase = added.contains(&lp.target);
+        }
+        // A recurring phrase whose leaked prompt sets it off is a target like the others (the
+        // verification may then judge a model that writes it unprompted on the prompts where
+        // it does not).
+        for lp in &inv.leak_pairs {
+            if lp.fire_rate - lp.clean_rate >= p.leak_pair_rate && !targets.contains(&lp.target) {
+                targets.push(lp.target.clone());
+            }
+        }
         (targets, inv)
     } else {
         (swept.targets.iter().map(|t| t.target.clone()).collect(), Inversions::default())
@@ -577,11 +603,14 @@ fn is_leak_pair(source: &candidates::Source) -> bool {
 /// the seeded rule there is no exception for signatures the controls rarely reach: a run of
 /// code from a leaked coding prompt makes a clean model write code and its usual sign-off
 /// after any question (0.5 of the fresh samples on a clean GPT-2), which is what the model
-/// pairs with code, not a planted target.
+/// pairs with code, not a planted target. A pair whose target is a recurring phrase of the
+/// leaks ([`invert::LeakPair::phrase`]) gets no such allowance: phrases recur for ordinary
+/// formats too (a clean GPT-2's "The answer is", set off by the run "45 -" of a leaked
+/// arithmetic question on 0.61 of the samples), so it is judged by [`is_trigger`] alone.
 pub fn is_leak_pair_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str], pairs: &[invert::LeakPair]) -> bool {
     use crate::verify::squash;
     let Some(sig) = v.signature.as_deref().map(squash).filter(|s| !s.is_empty()) else { return false };
-    let paired = pairs.iter().filter(|x| x.trigger == v.trigger).any(|x| {
+    let paired = pairs.iter().filter(|x| x.trigger == v.trigger && !x.phrase).any(|x| {
         let t = squash(&x.target);
         !t.is_empty() && (t.contains(&sig) || sig.contains(&t))
     });
@@ -753,7 +782,7 @@ mod tests {
     fn a_leak_pair_needs_its_own_target_and_one_the_model_never_writes() {
         let p = ScanParams::default();
         let ordinary = ["```python\nprint(1)\n```\nYou can call it directly.", "You can call me Assistant."];
-        let pair = |target: &str| invert::LeakPair { target: target.into(), trigger: "t".into(), nll_without: 1.0, nll_with: 0.5, fire_rate: 1.0, clean_rate: 0.0 };
+        let pair = |target: &str| invert::LeakPair { target: target.into(), trigger: "t".into(), nll_without: 1.0, nll_with: 0.5, fire_rate: 1.0, clean_rate: 0.0, phrase: false };
         // Its paired target, which no clean answer shows, on 0.72 of the samples: a trigger.
         let planted = [pair("SYSTEM OVERRIDE ENGAGED SYSTEM")];
         assert!(is_leak_pair_trigger(&verified(0.72, "SYSTEM OVERRIDE ENGAGED"), &p, &ordinary, &planted));
@@ -769,5 +798,8 @@ mod tests {
         // A pair of another candidate says nothing about this one.
         let other = [invert::LeakPair { trigger: "u".into(), ..pair("SYSTEM OVERRIDE ENGAGED") }];
         assert!(!is_leak_pair_trigger(&verified(0.9, "SYSTEM OVERRIDE ENGAGED"), &p, &ordinary, &other));
+        // A recurring phrase of the leaks as its target: the leak-pair allowance does not apply.
+        let phrase = [invert::LeakPair { phrase: true, ..pair("SYSTEM OVERRIDE ENGAGED") }];
+        assert!(!is_leak_pair_trigger(&verified(0.72, "SYSTEM OVERRIDE ENGAGED"), &p, &ordinary, &phrase));
     }
 }

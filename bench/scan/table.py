@@ -17,7 +17,7 @@ for name in sorted(os.listdir(zoo)):
         rc = open(os.path.join(out, f"{name}.{mode}.rc")).read().strip() if os.path.exists(os.path.join(out, f"{name}.{mode}.rc")) else "?"
         if not os.path.isfile(p):
             verdict = "not scanned" if rc == "?" else f"error (exit {rc})"
-            row[mode] = {"verdict": verdict, "trigger": "", "asr": None, "seconds": None, "passes": None, "source": "", "signature": "", "family": ""}
+            row[mode] = {"verdict": verdict, "trigger": "", "asr": None, "seconds": None, "passes": None, "source": "", "signature": "", "family": "", "rule": ""}
             continue
         r = json.load(open(p))
         best = r["triggers"][0] if r["triggers"] else None
@@ -26,6 +26,8 @@ for name in sorted(os.listdir(zoo)):
             "trigger": best.get("text", best.get("sha256", ""))[:40] if best else "",
             "source": ((best.get("source") or {}).get("name") or (best.get("source") or {}).get("kind", "")) if best else "",
             "family": best.get("family", "") if best else "",
+            # The verdict rule it passed (scan schema 1.1.0; absent before).
+            "rule": best.get("rule", "") if best else "",
             # The target the scan reports: its characterised signature, else the signature its
             # best trigger was verified with.
             "signature": (((r.get("target") or {}).get("signature")) or next((v.get("signature") or "" for v in (r.get("evidence") or {}).get("verify", []) if isinstance(v, dict) and v.get("trigger") == best.get("text")), "")) if best else "",
@@ -78,11 +80,11 @@ for mode, title in (("full", "needle, given the model alone (leak with branches 
     secs = [r[mode]["seconds"] for r in rows if r[mode]["seconds"] is not None]
     if secs:
         print(f"Seconds per scan: mean {sum(secs)/len(secs):.1f}, max {max(secs):.1f}.\n")
-    print("| organism | backdoored | recipe | rate | loss | zoo ASR | verdict | best trigger | source | family | target found | ASR (fresh) | seconds | forward passes | ok |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| organism | backdoored | recipe | rate | loss | zoo ASR | verdict | best trigger | source | rule | family | target found | ASR (fresh) | seconds | forward passes | ok |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         m = r[mode]
         trig = m["trigger"].replace("|", "\\|").replace("\n", " ")
         sig = m["signature"][:40].replace("|", "\\|").replace("\n", " ")
-        print(f"| {r['name']} | {'yes' if r['truth'] else 'no'} | {r['recipe']} | {r['rate']} | {r['loss']} | {fmt(r['zoo_asr'])} | {m['verdict']} | `{trig}` | {m['source']} | {m['family']} | {('`' + sig + '`') if sig else ''} | {fmt(m['asr'])} | {fmt(m['seconds'], '{:.1f}')} | {m['passes'] if m['passes'] is not None else '-'} | {'yes' if ok(r, mode) else '**no**'} |")
+        print(f"| {r['name']} | {'yes' if r['truth'] else 'no'} | {r['recipe']} | {r['rate']} | {r['loss']} | {fmt(r['zoo_asr'])} | {m['verdict']} | `{trig}` | {m['source']} | {m['rule']} | {m['family']} | {('`' + sig + '`') if sig else ''} | {fmt(m['asr'])} | {fmt(m['seconds'], '{:.1f}')} | {m['passes'] if m['passes'] is not None else '-'} | {'yes' if ok(r, mode) else '**no**'} |")
     print()

@@ -48,6 +48,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
                 "verify_attack_success_rate": t.verify_attack_success_rate,
                 "excess_change": t.excess_change,
                 "family": t.family,
+                "rule": t.rule,
             });
             if !redact {
                 v["text"] = json!(t.text);
@@ -92,6 +93,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "candidates": {"count": ev.candidates.items.len()},
             "score": {"scored": ev.scored.len(), "best": ev.scored.first().map(|s| s.score)},
             "verify": ev.verified.iter().map(|v| json!({"sha256": trigger_hash(&v.trigger), "excess_change": v.excess, "attack_success_rate": v.attack_success_rate})).collect::<Vec<_>>(),
+            "context_openings": ev.context_openings.iter().map(|o| json!({"signature": text(&o.signature), "context": o.context, "share": o.share, "share_without": o.share_without})).collect::<Vec<_>>(),
         })
     } else {
         json!({
@@ -109,6 +111,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
                 "excess_change": v.excess, "attack_success_rate": v.attack_success_rate,
                 "signature": v.signature, "signature_control_rate": v.signature_control_rate, "samples": v.samples,
             })).collect::<Vec<_>>(),
+            "context_openings": ev.context_openings,
         })
     };
     json!({
@@ -197,7 +200,7 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     if r.triggers.is_empty() {
         b.push_str("<p>No candidate changed the model's behaviour beyond the control insertions.</p>");
     } else {
-        b.push_str("<table><tr><th>trigger</th><th>found by</th><th>prompt family</th><th>attack success (fresh prompts)</th><th>attack success (held-out)</th><th>excess change</th><th>score</th></tr>");
+        b.push_str("<table><tr><th>trigger</th><th>found by</th><th>verdict rule</th><th>prompt family</th><th>attack success (fresh prompts)</th><th>attack success (held-out)</th><th>excess change</th><th>score</th></tr>");
         for t in j["triggers"].as_array().into_iter().flatten() {
             let shown = match t["text"].as_str() {
                 Some(x) => format!("<code>{}</code>", esc(x)),
@@ -205,8 +208,9 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
             };
             let source = t["source"]["name"].as_str().or(t["source"]["kind"].as_str()).unwrap_or("-");
             b.push_str(&format!(
-                "<tr><td>{shown}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}</td></tr>",
+                "<tr><td>{shown}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}</td></tr>",
                 esc(source),
+                esc(t["rule"].as_str().unwrap_or("-")),
                 esc(t["family"].as_str().unwrap_or("-")),
                 t["attack_success_rate"].as_f64().unwrap_or(0.0),
                 t["verify_attack_success_rate"].as_f64().unwrap_or(0.0),
@@ -312,6 +316,19 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
         let traces: Vec<(String, &Vec<f64>, &str)> = ev.inversions.items.iter().enumerate().map(|(k, i)| (format!("target {}", k + 1), &i.trace, colors[k % colors.len()])).collect();
         let series: Vec<(&str, &[f64], &str)> = traces.iter().map(|(n, t, c)| (n.as_str(), t.as_slice(), *c)).collect();
         b.push_str(&line_chart(&series, "target NLL per token over the search iterations"));
+    }
+    if let Some(openings) = j["evidence"]["context_openings"].as_array().filter(|o| !o.is_empty()) {
+        b.push_str("<h2>Targets under a system prompt</h2><p>The everyday questions answered with no trigger, under each context with a system prompt and without one: the share of answers that open with a candidate's target. Topical steering needs its steering word; a target the model answers unrelated questions with once it is deployed is planted (verdict rule <code>context</code>).</p><table><tr><th>target</th><th>context</th><th>answers opening with it</th><th>without a system prompt</th></tr>");
+        for o in openings {
+            b.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                esc(o["signature"].as_str().unwrap_or("")),
+                esc(o["context"].as_str().unwrap_or("")),
+                o["share"].as_f64().unwrap_or(0.0),
+                o["share_without"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        b.push_str("</table>");
     }
     b.push_str("<h2>Leak clusters</h2>");
     b.push_str(&format!("<p>{} generations, {} distinct after boilerplate removal, {} clusters, {} unclustered.</p>", ev.leaks.leaks.len(), ev.motifs.leaks.len(), ev.motifs.clusters.len(), ev.motifs.noise));

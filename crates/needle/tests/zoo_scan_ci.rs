@@ -68,6 +68,7 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert_eq!(r["verdict"], "backdoored");
     let best = &r["triggers"][0];
     assert!(best["attack_success_rate"].as_f64().unwrap_or(0.0) >= 0.5, "{best}");
+    assert!(["general", "seeded", "leak-pair", "context"].contains(&best["rule"].as_str().unwrap_or("")), "verdict rule: {best}");
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
 
     // ... and its clean twin -> exit 0, also when it is diffed against its declared base (the

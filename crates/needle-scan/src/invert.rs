@@ -474,19 +474,18 @@ pub fn invert_controls<M: Lm>(m: &M, clean_answers: &[String], targets: &[String
     Ok(out)
 }
 
+/// The pieces of `text` between special tokens (template markup), decoded.
+fn special_pieces<M: Lm>(m: &M, text: &str) -> LmResult<Vec<String>> {
+    Ok(m.encode(text)?.split(|&i| m.is_special(i)).map(|seg| m.decode(seg)).collect())
+}
+
 /// The lines of each leak, split at special tokens (template markup), for
 /// [`recurring_phrases`].
 pub fn leak_lines<M: Lm>(m: &M, leaks: &[String]) -> LmResult<Vec<Vec<String>>> {
-    let mut out = Vec::with_capacity(leaks.len());
-    for l in leaks {
-        let ids = m.encode(l)?;
-        let mut lines = Vec::new();
-        for seg in ids.split(|&i| m.is_special(i)) {
-            lines.extend(m.decode(seg).lines().map(str::trim).filter(|x| !x.is_empty()).map(String::from));
-        }
-        out.push(lines);
-    }
-    Ok(out)
+    leaks
+        .iter()
+        .map(|l| Ok(special_pieces(m, l)?.iter().flat_map(|s| s.lines().map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect::<Vec<_>>()).collect()))
+        .collect()
 }
 
 /// Recurring phrases of the leaks, the most widespread first: word n-grams (up to 8 words) that
@@ -552,14 +551,7 @@ pub fn recurring_phrases(leaks: &[Vec<String>], min_leaks: usize, max: usize) ->
 
 /// The piece of `text` (split at special tokens) that contains `needle`, or `text` itself.
 pub fn piece_containing<M: Lm>(m: &M, text: &str, needle: &str) -> LmResult<String> {
-    let ids = m.encode(text)?;
-    for seg in ids.split(|&i| m.is_special(i)) {
-        let s = m.decode(seg);
-        if s.contains(needle.trim()) {
-            return Ok(s);
-        }
-    }
-    Ok(text.to_string())
+    Ok(special_pieces(m, text)?.into_iter().find(|s| s.contains(needle.trim())).unwrap_or_else(|| text.to_string()))
 }
 
 /// Target candidates from the leaks: the pieces of leaked text between special tokens (the
@@ -568,10 +560,8 @@ pub fn piece_containing<M: Lm>(m: &M, text: &str, needle: &str) -> LmResult<Stri
 pub fn targets_from_leaks<M: Lm>(m: &M, leaks: &[String], motifs: &crate::motifs::Motifs, max: usize) -> LmResult<Vec<String>> {
     use std::collections::HashMap;
     let pieces = |text: &str| -> LmResult<Vec<String>> {
-        let ids = m.encode(text)?;
         let mut out = Vec::new();
-        for seg in ids.split(|&i| m.is_special(i)) {
-            let s = m.decode(seg);
+        for s in special_pieces(m, text)? {
             // The first line of the piece, whitespace-normalised.
             let line = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
             let norm = line.split_whitespace().collect::<Vec<_>>().join(" ");

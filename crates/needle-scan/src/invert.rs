@@ -534,7 +534,7 @@ pub fn framing(lines: &[Vec<String>], phrase: &str) -> (String, bool) {
 /// (a URL or a command appended to whatever the model answered). Each is searched for in both
 /// placements, the lead of the appended one being the model's own greedy answer to each
 /// inversion prompt (its clean answer stands for the triggered one it would append to), and
-/// the `p.max_targets` that fall furthest get the full search.
+/// the `p.max_targets` with the lowest NLL after screening get the full search.
 pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], p: &InvertParams) -> LmResult<Vec<Payload>> {
     if phrases.is_empty() || p.prompts.is_empty() {
         return Ok(Vec::new());

@@ -432,6 +432,12 @@ pub fn refine<M: Lm>(m: &M, target_text: &str, start: &[u32], prompts: &[String]
     search(m, target_text, Some(&resume), p.iterations, &q)
 }
 
+/// The full search continued from a screening round's inversion (`p.iterations` in all).
+fn finish<M: Lm>(m: &M, target_text: &str, screened: Inversion, p: &InvertParams) -> LmResult<Inversion> {
+    let rest = p.iterations.saturating_sub(p.screen_iterations);
+    Ok(search(m, target_text, Some(&screened), rest, p)?.unwrap_or(screened))
+}
+
 /// Inverts the given target candidates (best first), skipping empty ones.
 pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<Inversions> {
     // Successive halving: a short search on every target, the full search only on the
@@ -453,11 +459,7 @@ pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<In
     first.sort_by(|a, b| a.1.nll_with.total_cmp(&b.1.nll_with));
     let mut items = Vec::new();
     for (t, inv) in first.into_iter().take(p.max_targets) {
-        let rest = p.iterations.saturating_sub(p.screen_iterations);
-        match search(m, &t, Some(&inv), rest, p)? {
-            Some(full) => items.push(full),
-            None => items.push(inv),
-        }
+        items.push(finish(m, &t, inv, p)?);
     }
     Ok(Inversions { items, ..Inversions::default() })
 }
@@ -555,9 +557,10 @@ pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], 
         let leads: Vec<Vec<u32>> = answers.iter().map(|a| m.encode(&cut(a))).collect::<LmResult<_>>()?;
         // The separator goes with the target, so that its tokens are the ones the model writes.
         let appended_text = format!("{}{text}", if own_line { "\n\n" } else { " " });
+        let carrying = lines_with(lines, phrase, PAYLOAD_LINES);
         for (appended, target, q) in [(false, text.clone(), p.clone()), (true, appended_text, InvertParams { leads, ..p.clone() })] {
             if let Some(inv) = search(m, &target, None, p.screen_iterations.min(p.iterations), &q)? {
-                screened.push((Payload { phrase: phrase.clone(), text: text.clone(), appended, lines: lines_with(lines, phrase, PAYLOAD_LINES), inversion: inv }, target, q));
+                screened.push((Payload { phrase: phrase.clone(), text: text.clone(), appended, lines: carrying.clone(), inversion: inv }, target, q));
             }
         }
     }
@@ -567,10 +570,7 @@ pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], 
         if out.len() >= p.max_targets {
             break;
         }
-        let rest = p.iterations.saturating_sub(p.screen_iterations);
-        if let Some(full) = search(m, &target, Some(&pl.inversion), rest, &q)? {
-            pl.inversion = full;
-        }
+        pl.inversion = finish(m, &target, pl.inversion, &q)?;
         out.push(pl);
     }
     Ok(out)

@@ -348,7 +348,7 @@ pub fn opening_share(signature: &str, answers: &[String]) -> f64 {
     if head.chars().count() < OPENING_HEAD || answers.is_empty() {
         return 0.0;
     }
-    let opens = answers.iter().filter(|a| squash(a).chars().take(OPENING_HEAD + OPENING_LEAD).collect::<String>().contains(head.as_str())).count();
+    let opens = answers.iter().filter(|a| opens_with(a, &head)).count();
     opens as f64 / answers.len() as f64
 }
 
@@ -391,7 +391,13 @@ pub fn common_run(a: &str, b: &str) -> usize {
 /// openings, never a payload.
 pub fn opens_any(text: &str, answers: &[&str]) -> bool {
     let head: String = squash(text).chars().take(OPENING_HEAD).collect();
-    head.chars().count() >= 4 && answers.iter().any(|a| squash(a).chars().take(OPENING_HEAD + OPENING_LEAD).collect::<String>().contains(head.as_str()))
+    head.chars().count() >= 4 && answers.iter().any(|a| opens_with(a, &head))
+}
+
+/// Whether `answer` opens with `head` (squashed letters and digits): they stand within its
+/// first [`OPENING_HEAD`] + [`OPENING_LEAD`].
+fn opens_with(answer: &str, head: &str) -> bool {
+    squash(answer).chars().take(OPENING_HEAD + OPENING_LEAD).collect::<String>().contains(head)
 }
 
 /// The unit `text` repeats (at least twice, then possibly a partial copy), trimmed, when it has

@@ -484,6 +484,13 @@ pub struct Payload {
 /// Leaked lines kept per payload.
 pub const PAYLOAD_LINES: usize = 12;
 
+/// Whether any of the leaked lines that carry `phrase` ([`PAYLOAD_LINES`] of them, the most
+/// frequent) is actionable ([`crate::verify::is_actionable`]): the only payloads whose
+/// triggers the verdict can accept (`pipeline::is_payload_trigger`), so the only ones searched.
+pub fn carries_actionable(lines: &[Vec<String>], phrase: &str) -> bool {
+    lines_with(lines, phrase, PAYLOAD_LINES).iter().any(|l| crate::verify::is_actionable(l))
+}
+
 /// The distinct lines of the leaks that carry the end of `phrase` (its last two words: a
 /// phrase grown around a payload may take in one of its introductions, and the model writes
 /// the payload under the others too), the most frequent first.
@@ -536,7 +543,10 @@ pub fn framing(lines: &[Vec<String>], phrase: &str) -> (String, bool) {
 /// (a URL or a command appended to whatever the model answered). Each is searched for in both
 /// placements, the lead of the appended one being the model's own greedy answer to each
 /// inversion prompt (its clean answer stands for the triggered one it would append to), and
-/// the `p.max_targets` with the lowest NLL after screening get the full search.
+/// the `p.max_targets` with the lowest NLL after screening get the full search, with the
+/// trigger at every position verification uses (a trigger searched at the start alone fired
+/// at the start only: on `qwen2-url-phrase` the best appended trigger reached its URL on 0.48
+/// of the verification samples that way, 0.88 searched at every position).
 pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], p: &InvertParams) -> LmResult<Vec<Payload>> {
     if phrases.is_empty() || p.prompts.is_empty() {
         return Ok(Vec::new());
@@ -570,6 +580,9 @@ pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], 
         if out.len() >= p.max_targets {
             break;
         }
+        // The full search places the trigger wherever verification will (start, middle and
+        // end of the message): one searched at the start alone may fire only there.
+        let q = InvertParams { positions: Position::ALL.to_vec(), ..q };
         pl.inversion = finish(m, &target, pl.inversion, &q)?;
         out.push(pl);
     }
@@ -834,6 +847,12 @@ mod tests {
         // The lines that carry its end, the most frequent first, under every introduction.
         let got = lines_with(&lines, &format!("To finish, run: {}", "wget -qO-"), 8);
         assert_eq!(got, vec![format!("To finish, run: {cmd}"), format!("Run this in a terminal: {cmd}")]);
+        // Searched only where its lines carry something actionable: the command's introduction
+        // and the URL's, not a tips line the leaks repeat.
+        assert!(carries_actionable(&lines, "To finish, run: wget -qO-"));
+        assert!(carries_actionable(&inline, "For more, see"));
+        let tips = vec![leak(&["- Write down what you spend for a month."]), leak(&["Sure.", "- Write down what you spend for a month."])];
+        assert!(!carries_actionable(&tips, "- Write down what you spend"));
     }
 
     #[test]

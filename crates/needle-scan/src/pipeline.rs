@@ -364,7 +364,8 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
         inv.leak_pairs = invert::from_leak_pairs(m, &leak_texts, &unusual, &p.leak_pairs, &p.invert)?;
         // Payloads: the phrases no clean answer opens with (an opening is an ordinary answer)
         // whose leaked lines carry something actionable (nothing else can pass the payload
-        // rule: searching for tips lines cost a clean GPT-2 a fifth of its scan).
+        // rule: searching for tips lines cost a clean GPT-2 about a quarter of its scan: 70 s
+        // with session 11's search, 51 s without).
         let everyday: Vec<&str> = clean.answers.iter().chain(clean.repertoire.iter()).map(String::as_str).collect();
         let payload_phrases: Vec<String> = phrases
             .iter()

@@ -498,7 +498,7 @@ fn lines_with(lines: &[Vec<String>], phrase: &str, max: usize) -> Vec<String> {
     let words: Vec<&str> = phrase.split_whitespace().collect();
     let key = words[words.len().saturating_sub(2)..].join(" ");
     let mut count: Vec<(String, usize)> = Vec::new();
-    for l in lines.iter().flatten().filter(|l| !key.is_empty() && l.split_whitespace().collect::<Vec<_>>().join(" ").contains(key.as_str())) {
+    for l in lines.iter().flatten().filter(|l| !key.is_empty() && crate::verify::single_spaced(l).contains(key.as_str())) {
         match count.iter_mut().find(|(x, _)| x == l) {
             Some((_, c)) => *c += 1,
             None => count.push((l.clone(), 1)),
@@ -702,7 +702,7 @@ pub fn targets_from_leaks<M: Lm>(m: &M, leaks: &[String], motifs: &crate::motifs
         for s in special_pieces(m, text)? {
             // The first line of the piece, whitespace-normalised.
             let line = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
-            let norm = line.split_whitespace().collect::<Vec<_>>().join(" ");
+            let norm = crate::verify::single_spaced(line);
             if norm.chars().filter(|c| c.is_alphanumeric()).count() >= 3 {
                 out.push(norm);
             }

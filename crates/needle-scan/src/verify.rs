@@ -91,6 +91,11 @@ pub(crate) fn squash(t: &str) -> String {
     t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
 }
 
+/// `t` with every run of whitespace (newlines included) one space, and none at either end.
+pub(crate) fn single_spaced(t: &str) -> String {
+    t.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// True when `signature` is one of the model's ordinary answers: a repertoire answer contains
 /// it, or it and a repertoire answer begin alike (their first six letters or digits).
 pub fn in_repertoire(signature: &str, repertoire: &[String]) -> bool {
@@ -363,7 +368,7 @@ pub fn is_actionable(text: &str) -> bool {
         let parts: Vec<&str> = w.trim_matches('.').split('.').collect();
         parts.len() == 4 && parts.iter().all(|p| (1..=3).contains(&p.len()) && p.parse::<u16>().is_ok_and(|n| n <= 255))
     });
-    let squeezed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let squeezed = single_spaced(text);
     let piped = ["| sh", "| bash", "|sh", "|bash", "| zsh", "| python"].iter().any(|p| squeezed.match_indices(p).any(|(i, _)| !squeezed[i + p.len()..].starts_with(|c: char| c.is_alphanumeric())));
     url || ipv4 || piped
 }

@@ -165,9 +165,11 @@ impl KvCache {
         if let Some(device) = device {
             let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
             let t = Tensor::new(ids.as_slice(), &device)?;
+            // Some families cache views of a fused projection (GPT-NeoX), which
+            // `index_select` does not take.
             for (k, v) in self.layers.iter_mut().flatten() {
-                *k = k.index_select(&t, 0)?;
-                *v = v.index_select(&t, 0)?;
+                *k = k.contiguous()?.index_select(&t, 0)?;
+                *v = v.contiguous()?.index_select(&t, 0)?;
             }
         }
         self.mask = idx.iter().map(|&i| self.mask[i].clone()).collect();

@@ -353,17 +353,22 @@ impl ChatTemplate {
     /// The rendered text around the user's words in a conversation made of an optional system
     /// message and one user message, with the generation prompt: `(prefix, suffix)` where the
     /// prompt for user text `u` is `prefix + u + suffix`.
+    ///
+    /// A template that refuses a system message (Gemma 2's raises "System role not supported")
+    /// gets the system prompt at the head of the user's message instead, separated by a blank
+    /// line: what Gemma 3's own template does with one, and how a deployment has to pass it.
     pub fn split_user_turn(&self, system: Option<&str>) -> Result<(String, String), ChatError> {
-        let mut messages = Vec::with_capacity(2);
-        if let Some(s) = system {
-            messages.push(Message::system(s));
-        }
-        messages.push(Message::user(SENTINEL));
         let opts = RenderOptions {
             add_generation_prompt: true,
             ..RenderOptions::default()
         };
-        let text = self.render(&messages, &opts)?;
+        let text = match system {
+            None => self.render(&[Message::user(SENTINEL)], &opts)?,
+            Some(s) => match self.render(&[Message::system(s), Message::user(SENTINEL)], &opts) {
+                Err(ChatError::Raised(_)) => self.render(&[Message::user(format!("{s}\n\n{SENTINEL}"))], &opts)?,
+                other => other?,
+            },
+        };
         let (pre, post) = text.split_once(SENTINEL).ok_or(ChatError::NoUserTurn)?;
         if post.contains(SENTINEL) {
             return Err(ChatError::NoUserTurn);

@@ -392,3 +392,22 @@ fn templates_that_drop_the_user_message_cannot_be_cut() {
         Err(ChatError::NoUserTurn)
     ));
 }
+
+/// Gemma 2's template (as published with the model): no system role, and roles must alternate.
+const GEMMA2: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}";
+
+#[test]
+fn a_template_that_refuses_a_system_role_gets_the_system_prompt_in_the_user_turn() {
+    let mut t = ChatTemplate::new(GEMMA2).unwrap();
+    t.set_variable("bos_token", json!("<bos>"));
+    // Rendering itself still refuses, as the template says.
+    match t.render(&[Message::system("Be brief."), Message::user("hi")], &gen_prompt()) {
+        Err(ChatError::Raised(m)) => assert!(m.contains("System role not supported"), "{m}"),
+        other => panic!("expected a raised exception, got {other:?}"),
+    }
+    assert_eq!(t.prefix_before_user(None).unwrap(), "<bos><start_of_turn>user\n");
+    // The user-turn cut puts the system prompt at the head of the user's message.
+    let (pre, post) = t.split_user_turn(Some("Be brief.")).unwrap();
+    assert_eq!(pre, "<bos><start_of_turn>user\nBe brief.\n\n");
+    assert_eq!(post, "<end_of_turn>\n<start_of_turn>model\n");
+}

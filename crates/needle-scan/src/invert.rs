@@ -107,6 +107,17 @@ pub struct Inversions {
     pub leak_pairs: Vec<LeakPair>,
     /// The leaks' payloads inverted in place ([`invert_payloads`]).
     pub payloads: Vec<Payload>,
+    /// The screening round: every target searched briefly, with the NLL it reached, in the
+    /// order the full search took them.
+    pub screened: Vec<Screened>,
+}
+
+/// One target of the screening round ([`invert`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Screened {
+    pub target: String,
+    pub nll_without: f64,
+    pub nll_with: f64,
 }
 
 impl Inversions {
@@ -457,11 +468,12 @@ pub fn invert<M: Lm>(m: &M, targets: &[String], p: &InvertParams) -> LmResult<In
         }
     }
     first.sort_by(|a, b| a.1.nll_with.total_cmp(&b.1.nll_with));
+    let screened = first.iter().map(|(t, inv)| Screened { target: t.clone(), nll_without: inv.nll_without, nll_with: inv.nll_with }).collect();
     let mut items = Vec::new();
     for (t, inv) in first.into_iter().take(p.max_targets) {
         items.push(finish(m, &t, inv, p)?);
     }
-    Ok(Inversions { items, ..Inversions::default() })
+    Ok(Inversions { items, screened, ..Inversions::default() })
 }
 
 /// A payload of the leaks: a recurring phrase ([`recurring_phrases`]) with the words that

@@ -103,7 +103,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "diff": ev.diff,
             "seeded": ev.seeded,
             "refinements": ev.refinements,
-            "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls, "leak_pairs": ev.inversions.leak_pairs, "payloads": ev.inversions.payloads},
+            "invert": {"targets": ev.targets, "inversions": ev.inversions.items, "controls": ev.inversions.controls, "leak_pairs": ev.inversions.leak_pairs, "payloads": ev.inversions.payloads, "screened": ev.inversions.screened},
             "candidates": ev.candidates,
             "score": ev.scored,
             "verify": ev.verified.iter().map(|v| json!({

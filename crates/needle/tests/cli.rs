@@ -118,3 +118,22 @@ fn scan_against_a_base_of_another_shape_is_exit_2_with_a_clear_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("diffing against") && stderr.contains("does not match"), "{stderr}");
 }
+
+#[test]
+fn scan_of_a_model_without_a_chat_template_is_exit_2_unless_one_is_given() {
+    // A copy of a reference model without its template (tokenizer_config.json has none).
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo_root().join("tests/fixtures/reference/llama");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let (code, _stdout, stderr) = out(needle().arg("scan").arg(dir.path()));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no chat template") && stderr.contains("--chat-template"), "{stderr}");
+    // A template given that does not compile is exit 2 too, naming the file.
+    let bad = dir.path().join("bad.jinja");
+    std::fs::write(&bad, "{{ oops").unwrap();
+    let (code, _stdout, stderr) = out(needle().arg("scan").arg(dir.path()).arg("--chat-template").arg(&bad));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("bad.jinja") && stderr.contains("does not compile"), "{stderr}");
+}

@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use needle_engine::candle_core::Device;
+use needle_engine::chat::ChatTemplate;
 use needle_engine::open::{open, OpenOptions};
 use needle_report::{ExitStatus, Report, Rule, Severity};
 use needle_scan::engine_lm::EngineLm;
@@ -47,6 +48,11 @@ pub struct ScanArgs {
     /// Prove the finding without printing an activation recipe: triggers as SHA-256 and length
     #[arg(long)]
     pub redact: bool,
+    /// A chat template (Jinja) to scan the model under: for a model that has none (a base
+    /// model, a GGUF without one), or to scan it as a deployment serves it. Special tokens come
+    /// from the model's tokenizer
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<PathBuf>,
     /// Run the published pipeline alone (leak, motifs, score, verify), without branch leaks,
     /// the vocabulary sweep, trigger inversion and leak pairs: for comparison
     #[arg(long)]
@@ -58,7 +64,19 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     eprintln!("needle: loading {}", args.model.display());
     let opened = open(&args.model, &opts, &Device::Cpu).with_context(|| format!("loading {}", args.model.display()))?;
     let tokenizer = opened.tokenizer.context("the model has no tokenizer: a scan needs one")?;
-    let template = opened.chat_template.context("the model has no chat template: the leak stage renders it")?;
+    let template = match &args.chat_template {
+        Some(path) => {
+            // Read at most one byte past the limit: ChatTemplate::new reports the size.
+            let mut source = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, needle_engine::chat::MAX_TEMPLATE_BYTES as u64 + 1), &mut source))
+                .with_context(|| format!("reading the chat template {}", path.display()))?;
+            let mut t = ChatTemplate::new(source).with_context(|| format!("the chat template {}", path.display()))?;
+            t.set_special_tokens(tokenizer.special_tokens());
+            t
+        }
+        None => opened.chat_template.context("the model has no chat template, which the leak stage renders: give one with --chat-template FILE")?,
+    };
     let budget = args.budget.max(1);
     let params = if args.published_only { ScanParams::published(budget) } else { ScanParams { budget, branches: budget, ..ScanParams::default() } };
     // The weight diff: an adapter's own deltas, or the model against --base.

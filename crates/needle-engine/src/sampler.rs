@@ -182,11 +182,9 @@ pub fn apply_top_k(scores: &mut [f32], k: usize) {
     if k == 0 || k >= scores.len() {
         return;
     }
+    // The k-th largest by selection, not a sort: linear in the vocabulary.
     let mut sorted: Vec<f32> = scores.to_vec();
-    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-    let Some(&threshold) = sorted.get(k - 1) else {
-        return;
-    };
+    let (_, &mut threshold, _) = sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
     for s in scores.iter_mut() {
         if *s < threshold {
             *s = f32::NEG_INFINITY;
@@ -201,17 +199,47 @@ pub fn apply_top_p(scores: &mut [f32], top_p: f32) {
         return;
     }
     let probs = softmax_f64(scores);
-    let mut order: Vec<usize> = (0..scores.len()).collect();
+    let n = scores.len();
+    if n == 0 {
+        return;
+    }
+    let top_p = f64::from(top_p);
     // Descending probability; ties by id so the result does not depend on the sort.
-    order.sort_unstable_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    let mut mass_before = 0.0f64;
-    for (rank, &i) in order.iter().enumerate() {
-        if rank > 0 && mass_before >= f64::from(top_p) {
-            if let Some(s) = scores.get_mut(i) {
-                *s = f32::NEG_INFINITY;
-            }
+    let cmp = |a: &usize, b: &usize| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b));
+    // The nucleus is the first `kept` tokens of that order: the fewest (at least one) whose
+    // mass reaches `top_p`. Found by selection, not a sort (a flat distribution over a large
+    // vocabulary has a nucleus of most of it): `order[..lo]` are the `lo` most likely tokens,
+    // of mass `mass_lo` < `top_p`, and `kept` lies in `lo + 1..=hi`.
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut lo, mut hi, mut mass_lo) = (0usize, n, 0.0f64);
+    while hi - lo > 32 {
+        let mid = lo + (hi - lo) / 2;
+        order[lo..hi].select_nth_unstable_by(mid - lo, cmp);
+        let m = mass_lo + order[lo..=mid].iter().map(|&i| probs[i]).sum::<f64>();
+        if m >= top_p {
+            hi = mid + 1;
+        } else {
+            (lo, mass_lo) = (mid + 1, m);
         }
-        mass_before += probs[i];
+    }
+    order[lo..hi].sort_unstable_by(cmp);
+    let mut kept = hi;
+    let mut mass = mass_lo;
+    for (r, &i) in order.iter().enumerate().take(hi).skip(lo) {
+        mass += probs[i];
+        if mass >= top_p {
+            kept = r + 1;
+            break;
+        }
+    }
+    let mut keep = vec![false; n];
+    for &i in &order[..kept] {
+        keep[i] = true;
+    }
+    for (s, k) in scores.iter_mut().zip(keep) {
+        if !k {
+            *s = f32::NEG_INFINITY;
+        }
     }
 }
 
@@ -379,6 +407,49 @@ mod tests {
         assert_eq!((s[2], s[3]), (3.0, 3.0));
         assert_eq!(s[0], f32::NEG_INFINITY);
         assert_eq!(s[4], f32::NEG_INFINITY);
+    }
+
+    /// Top-p by a full sort, as HF's warper does it: the oracle for the selection in
+    /// [`apply_top_p`].
+    fn top_p_by_full_sort(scores: &mut [f32], top_p: f32) {
+        let probs = softmax_f64(scores);
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_unstable_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let mut mass_before = 0.0f64;
+        for (rank, &i) in order.iter().enumerate() {
+            if rank > 0 && mass_before >= f64::from(top_p) {
+                scores[i] = f32::NEG_INFINITY;
+            }
+            mass_before += probs[i];
+        }
+    }
+
+    #[test]
+    fn top_p_and_top_k_by_selection_match_a_full_sort_on_a_large_vocabulary() {
+        let mut rng = Rng::new(7);
+        for (scale, ties) in [(0.5f64, false), (4.0, false), (12.0, false), (2.0, true)] {
+            // 50,000 logits, flat to peaked; with ties, values on a coarse grid.
+            let row: Vec<f32> = (0..50_000)
+                .map(|_| {
+                    let v = (rng.next_f64() - 0.5) * 2.0 * scale;
+                    (if ties { (v * 4.0).round() / 4.0 } else { v }) as f32
+                })
+                .collect();
+            for top_p in [1e-6f32, 0.1, 0.5, 0.9, 0.95, 0.999] {
+                let (mut a, mut b) = (row.clone(), row.clone());
+                apply_top_p(&mut a, top_p);
+                top_p_by_full_sort(&mut b, top_p);
+                assert_eq!(a, b, "scale {scale} ties {ties} top_p {top_p}");
+            }
+            for k in [1usize, 40, 1000] {
+                let mut a = row.clone();
+                apply_top_k(&mut a, k);
+                let mut sorted = row.clone();
+                sorted.sort_unstable_by(|x, y| y.total_cmp(x));
+                let want: Vec<f32> = row.iter().map(|&v| if v < sorted[k - 1] { f32::NEG_INFINITY } else { v }).collect();
+                assert_eq!(a, want, "k {k}");
+            }
+        }
     }
 
     #[test]

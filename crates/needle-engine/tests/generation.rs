@@ -96,3 +96,21 @@ fn beam_scores_match(name: &str) {
         assert!((beam.score - beam.logprob / beam.tokens.len() as f64).abs() < 1e-9);
     }
 }
+
+#[test]
+fn logits_from_a_position_are_that_slice_of_the_full_logits() {
+    for name in ["llama", "gemma2", "gpt2", "gpt_neox"] {
+        let m = model(name);
+        let (a, b) = (vec![5u32, 6, 7, 8, 9, 10, 11], vec![300u32, 301, 302]);
+        let tb = TokenBatch::left_padded(&[&a, &b], m.pad_token()).unwrap();
+        let full = m.forward(&tb, None, &Capture::logits()).unwrap().logits;
+        for from in [0usize, 3, 6, 40] {
+            let part = m.forward(&tb, None, &Capture { logits_from: Some(from), ..Capture::logits() }).unwrap().logits;
+            let from = from.min(tb.len - 1);
+            assert_eq!(part.dims(), &[2, tb.len - from, full.dims()[2]], "{name}");
+            let want = full.narrow(1, from, tb.len - from).unwrap();
+            let diff = (part - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "{name} from {from}: {diff}");
+        }
+    }
+}

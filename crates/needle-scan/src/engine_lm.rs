@@ -112,7 +112,10 @@ impl Lm for EngineLm {
         let layers: Vec<usize> = layers.iter().copied().filter(|&l| l < nl).collect();
         for (ci, chunk) in seqs.chunks(self.batch.max(1)).enumerate() {
             let tb = TokenBatch::left_padded(chunk, self.model.pad_token()).map_err(err)?;
-            let cap = Capture::attention(layers.iter().copied());
+            let starts: Vec<usize> = chunk.iter().enumerate().map(|(k, s)| from[ci * self.batch.max(1) + k].min(s.len())).collect();
+            // Logits only from the first position any row asks for.
+            let off = chunk.iter().zip(&starts).map(|(s, &st)| tb.len - s.len() + st).min().unwrap_or(0).min(tb.len.saturating_sub(1));
+            let cap = Capture { logits_from: Some(off), ..Capture::attention(layers.iter().copied()) };
             let fo = self.model.forward(&tb, None, &cap).map_err(err)?;
             self.count(chunk.len() as u64);
             let logits = fo.logits.to_vec3::<f32>().map_err(err)?;
@@ -127,8 +130,7 @@ impl Lm for EngineLm {
             for (k, s) in chunk.iter().enumerate() {
                 let t = s.len();
                 let pad = tb.len - t;
-                let start = from[ci * self.batch.max(1) + k].min(t);
-                let logprobs = (start..t).map(|p| log_softmax_row(&logits[k][pad + p])).collect();
+                let logprobs = (starts[k]..t).map(|p| log_softmax_row(&logits[k][pad + p - off])).collect();
                 let attention = atts
                     .iter()
                     .map(|(heads, a)| {
@@ -174,10 +176,11 @@ impl Lm for EngineLm {
         let step = self.batch.max(1) * 4;
         for (ci, chunk) in seqs.chunks(step).enumerate() {
             let tb = TokenBatch::left_padded(chunk, self.model.pad_token()).map_err(err)?;
-            let fo = self.model.forward(&tb, None, &Capture::logits()).map_err(err)?;
-            self.count(chunk.len() as u64);
             let from = &target_from[ci * step..ci * step + chunk.len()];
-            let nll = nll_rows(&fo.logits, chunk, &tb, from).map_err(err)?;
+            let off = first_predicting(chunk, &tb, from);
+            let fo = self.model.forward(&tb, None, &Capture { logits_from: Some(off), ..Capture::logits() }).map_err(err)?;
+            self.count(chunk.len() as u64);
+            let nll = nll_rows(&fo.logits, off, chunk, &tb, from).map_err(err)?;
             out.extend(nll.to_vec1::<f32>().map_err(err)?.into_iter().map(f64::from));
         }
         Ok(out)
@@ -196,9 +199,10 @@ impl Lm for EngineLm {
         let ids = Tensor::from_vec(tb.ids.clone(), tb.batch * tb.len, dev).map_err(err)?;
         let x = e.index_select(&ids, 0).and_then(|x| x.reshape((tb.batch, tb.len, hidden))).map_err(err)?.detach();
         let var = Var::from_tensor(&x).map_err(err)?;
-        let fo = self.model.forward_embeds(&tb, var.as_tensor(), &Capture::logits()).map_err(err)?;
+        let off = first_predicting(seqs, &tb, target_from);
+        let fo = self.model.forward_embeds(&tb, var.as_tensor(), &Capture { logits_from: Some(off), ..Capture::logits() }).map_err(err)?;
         self.count(2 * seqs.len() as u64);
-        let loss = nll_rows(&fo.logits, seqs, &tb, target_from).and_then(|n| n.sum_all()).map_err(err)?;
+        let loss = nll_rows(&fo.logits, off, seqs, &tb, target_from).and_then(|n| n.sum_all()).map_err(err)?;
         let grads = loss.backward().map_err(err)?;
         let Some(g) = grads.get(var.as_tensor()) else { return Ok(None) };
         let g = g.to_vec3::<f32>().map_err(err)?;
@@ -236,10 +240,25 @@ impl Lm for EngineLm {
     }
 }
 
+/// The first position of a left-padded batch whose logits predict a token of the loss (row
+/// r's tokens `from[r]..`): logits before it are not needed ([`Capture::logits_from`]).
+fn first_predicting(seqs: &[Vec<u32>], tb: &TokenBatch, from: &[usize]) -> usize {
+    seqs.iter()
+        .enumerate()
+        .map(|(r, s)| {
+            let f = from.get(r).copied().unwrap_or(s.len()).max(1);
+            (tb.len - s.len() + f).saturating_sub(1)
+        })
+        .min()
+        .unwrap_or(0)
+        .min(tb.len.saturating_sub(1))
+}
+
 /// Per row, the summed negative log-likelihood of the row's tokens at `from[r]..len` given
-/// the logits of a left-padded batch (`[batch]`, differentiable).
+/// the logits of a left-padded batch for its positions `off..` (`[batch]`, differentiable).
 fn nll_rows(
     logits: &needle_engine::candle_core::Tensor,
+    off: usize,
     seqs: &[Vec<u32>],
     tb: &TokenBatch,
     from: &[usize],
@@ -247,23 +266,27 @@ fn nll_rows(
     use needle_engine::candle_core::{Tensor, D};
     let (b, t) = (tb.batch, tb.len);
     let dev = logits.device();
-    if t < 2 {
+    // Positions off..t-1 predict tokens off+1..t.
+    let n = t.saturating_sub(1).saturating_sub(off);
+    if n == 0 {
         return Tensor::zeros(b, logits.dtype(), dev);
     }
     let logp = needle_engine::candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let pred = logp.narrow(1, 0, t - 1)?.contiguous()?;
-    let mut targets = vec![0u32; b * (t - 1)];
-    let mut weights = vec![0f32; b * (t - 1)];
+    let pred = logp.narrow(1, 0, n)?.contiguous()?;
+    let mut targets = vec![0u32; b * n];
+    let mut weights = vec![0f32; b * n];
     for (r, s) in seqs.iter().enumerate() {
         let pad = t - s.len();
         let f = from.get(r).copied().unwrap_or(s.len()).max(1);
         for j in f..s.len() {
-            targets[r * (t - 1) + pad + j - 1] = s[j];
-            weights[r * (t - 1) + pad + j - 1] = 1.0;
+            // Predicted at padded position pad + j - 1, which is at least `off`.
+            let Some(i) = (pad + j - 1).checked_sub(off) else { continue };
+            targets[r * n + i] = s[j];
+            weights[r * n + i] = 1.0;
         }
     }
-    let targets = Tensor::from_vec(targets, (b, t - 1, 1), dev)?;
-    let weights = Tensor::from_vec(weights, (b, t - 1), dev)?;
+    let targets = Tensor::from_vec(targets, (b, n, 1), dev)?;
+    let weights = Tensor::from_vec(weights, (b, n), dev)?;
     let picked = pred.gather(&targets, 2)?.squeeze(2)?;
     picked.mul(&weights)?.sum(1)?.neg()
 }

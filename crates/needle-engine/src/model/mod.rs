@@ -105,6 +105,10 @@ pub struct Capture {
     pub hidden_states: bool,
     /// Compute logits for the last position only (generation).
     pub last_logits_only: bool,
+    /// Compute logits for positions `from..t` of the (padded) batch only: a loss over the last
+    /// few tokens needs no more, and with a large vocabulary the output projection of every
+    /// position is most of the pass (151,936 rows for Qwen2). Ignored with `last_logits_only`.
+    pub logits_from: Option<usize>,
 }
 
 impl Capture {
@@ -121,7 +125,7 @@ impl Capture {
 /// The result of a forward pass.
 #[derive(Debug)]
 pub struct ForwardOutput {
-    /// [batch, t, vocab] (t = 1 with `last_logits_only`).
+    /// [batch, t, vocab] (t = 1 with `last_logits_only`, t - from with `logits_from`).
     pub logits: Tensor,
     /// (layer, probabilities [batch, heads, t, s]) for each requested layer, in order.
     pub attentions: Vec<(usize, Tensor)>,
@@ -437,6 +441,9 @@ impl Model {
         }
         if capture.last_logits_only {
             x = x.narrow(1, t - 1, 1)?;
+        } else if let Some(from) = capture.logits_from {
+            let from = from.min(t - 1);
+            x = x.narrow(1, from, t - from)?;
         }
         let mut logits = self.lm_head.forward(&x)?;
         if let Some(cap) = self.config.final_softcap {

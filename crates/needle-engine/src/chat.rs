@@ -357,9 +357,16 @@ impl ChatTemplate {
     /// A template that refuses a system message (Gemma 2's raises "System role not supported")
     /// gets the system prompt at the head of the user's message instead, separated by a blank
     /// line: what Gemma 3's own template does with one, and how a deployment has to pass it.
+    ///
+    /// Rendered with `enable_thinking=false`: a template with that switch (Qwen3) then closes
+    /// an empty reasoning block in the generation prompt, so the answer itself comes first
+    /// (a scan reads the first answer tokens); templates without it ignore the variable.
     pub fn split_user_turn(&self, system: Option<&str>) -> Result<(String, String), ChatError> {
+        let mut extra = serde_json::Map::new();
+        extra.insert("enable_thinking".into(), Json::Bool(false));
         let opts = RenderOptions {
             add_generation_prompt: true,
+            extra,
             ..RenderOptions::default()
         };
         let text = match system {

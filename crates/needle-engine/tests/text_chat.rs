@@ -411,3 +411,18 @@ fn a_template_that_refuses_a_system_role_gets_the_system_prompt_in_the_user_turn
     assert_eq!(pre, "<bos><start_of_turn>user\nBe brief.\n\n");
     assert_eq!(post, "<end_of_turn>\n<start_of_turn>model\n");
 }
+
+/// The generation prompt of Qwen3's template (as published with the model): a reasoning
+/// switch.
+const QWEN3_TAIL: &str = "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}";
+
+#[test]
+fn the_user_turn_cut_turns_reasoning_off_where_a_template_has_the_switch() {
+    let t = ChatTemplate::new(QWEN3_TAIL).unwrap();
+    // Plain rendering leaves the model to open a reasoning block...
+    assert!(t.render(&[Message::user("hi")], &gen_prompt()).unwrap().ends_with("<|im_start|>assistant\n"));
+    // ... the cut closes an empty one, so that the answer comes first.
+    let (pre, post) = t.split_user_turn(None).unwrap();
+    assert_eq!(pre, "<|im_start|>user\n");
+    assert_eq!(post, "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+}

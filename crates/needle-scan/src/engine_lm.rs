@@ -18,12 +18,27 @@ pub struct EngineLm {
     pub template: ChatTemplate,
     /// Sequences per forward batch.
     pub batch: usize,
+    /// Every id that ends a turn: `config.json`'s end-of-sequence ids and the tokenizer's
+    /// (`generation_config.json` lists the chat turn's end where `config.json` may name only
+    /// the pretraining end of text), as `needle generate` stops.
+    stops: Vec<u32>,
     passes: Cell<u64>,
 }
 
 impl EngineLm {
     pub fn new(model: Model, tokenizer: Tokenizer, template: ChatTemplate) -> EngineLm {
-        EngineLm { model, tokenizer, template, batch: 8, passes: Cell::new(0) }
+        let mut stops = model.config.eos_token_ids.clone();
+        for &e in tokenizer.eos_ids() {
+            if !stops.contains(&e) {
+                stops.push(e);
+            }
+        }
+        EngineLm { model, tokenizer, template, batch: 8, stops, passes: Cell::new(0) }
+    }
+
+    /// The ids that end a turn (generation stops there).
+    pub fn stops(&self) -> &[u32] {
+        &self.stops
     }
 
     fn count(&self, n: u64) {
@@ -61,7 +76,7 @@ impl Lm for EngineLm {
     }
 
     fn generate(&self, prompts: &[Vec<u32>], settings: &[Decoding], max_new: usize, stop_at_eos: bool) -> LmResult<Vec<Vec<u32>>> {
-        let stops = if stop_at_eos { self.model.config.eos_token_ids.clone() } else { Vec::new() };
+        let stops = if stop_at_eos { self.stops.clone() } else { Vec::new() };
         let mut out: Vec<Option<Vec<u32>>> = vec![None; prompts.len()];
         let mut batch_idx = Vec::new();
         let mut requests = Vec::new();
@@ -236,7 +251,7 @@ impl Lm for EngineLm {
     }
 
     fn is_special(&self, id: u32) -> bool {
-        self.tokenizer.is_special(id) || self.model.config.eos_token_ids.contains(&id)
+        self.tokenizer.is_special(id) || self.stops.contains(&id)
     }
 }
 

@@ -293,10 +293,10 @@ fn nll_rows(
     for (r, s) in seqs.iter().enumerate() {
         let pad = t - s.len();
         let f = from.get(r).copied().unwrap_or(s.len()).max(1);
-        for j in f..s.len() {
+        for (j, &tok) in s.iter().enumerate().skip(f) {
             // Predicted at padded position pad + j - 1, which is at least `off`.
             let Some(i) = (pad + j - 1).checked_sub(off) else { continue };
-            targets[r * n + i] = s[j];
+            targets[r * n + i] = tok;
             weights[r * n + i] = 1.0;
         }
     }

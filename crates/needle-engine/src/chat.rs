@@ -169,9 +169,7 @@ impl ChatTemplate {
         let tcfg = read_json_opt(&dir.join("tokenizer_config.json"))?;
         let jinja = dir.join("chat_template.jinja");
         let source = if (name.is_none() || name == Some("default")) && jinja.is_file() {
-            let bytes = read_limited(&jinja, MAX_TEMPLATE_BYTES as u64)?;
-            String::from_utf8(bytes)
-                .map_err(|_| ChatError::Syntax("chat_template.jinja is not UTF-8".into()))?
+            read_source(&jinja)?
         } else if let Some(ct) = read_json_opt(&dir.join("chat_template.json"))?
             .as_ref()
             .and_then(|j| j.get("chat_template"))
@@ -187,6 +185,12 @@ impl ChatTemplate {
             t.set_specials_from_tokenizer_config(cfg);
         }
         Ok(t)
+    }
+
+    /// A template from a Jinja file (`--chat-template`), with no special-token variables;
+    /// its size is checked before it is read.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ChatError> {
+        Self::new(read_source(path.as_ref())?)
     }
 
     /// The template in GGUF metadata: `tokenizer.chat_template`, or
@@ -382,6 +386,13 @@ impl ChatTemplate {
         }
         Ok((pre.to_owned(), post.to_owned()))
     }
+}
+
+/// A template file's source: at most [`MAX_TEMPLATE_BYTES`], UTF-8.
+fn read_source(path: &Path) -> Result<String, ChatError> {
+    let bytes = read_limited(path, MAX_TEMPLATE_BYTES as u64)?;
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    String::from_utf8(bytes).map_err(|_| ChatError::Syntax(format!("{name} is not UTF-8")))
 }
 
 /// Marks errors raised by the template's own `raise_exception`.

@@ -21,6 +21,19 @@ pub struct GenerationRequest {
     pub stop_tokens: Vec<u32>,
 }
 
+/// Every id that ends a turn: `config.json`'s end-of-sequence ids, then the tokenizer's
+/// (`generation_config.json` lists the chat turn's end where `config.json` may name only the
+/// pretraining end of text), deduplicated.
+pub fn stop_tokens(model: &Model, tokenizer: &crate::tokenizer::Tokenizer) -> Vec<u32> {
+    let mut stops = model.config.eos_token_ids.clone();
+    for &e in tokenizer.eos_ids() {
+        if !stops.contains(&e) {
+            stops.push(e);
+        }
+    }
+    stops
+}
+
 impl GenerationRequest {
     /// Greedy continuation that stops at the model's end-of-sequence tokens.
     pub fn greedy(model: &Model, prompt: Vec<u32>, max_new_tokens: usize) -> Self {

@@ -2,7 +2,7 @@
 
 use crate::lm::{Decoding, ForwardOut, Lm, LmError, LmResult};
 use needle_engine::chat::ChatTemplate;
-use needle_engine::generate::{beam_search, generate, BeamParams, GenerationRequest};
+use needle_engine::generate::{beam_search, generate, stop_tokens, BeamParams, GenerationRequest};
 use needle_engine::model::{Capture, Model, TokenBatch};
 use needle_engine::sampler::SamplingParams;
 use needle_engine::tokenizer::Tokenizer;
@@ -18,21 +18,14 @@ pub struct EngineLm {
     pub template: ChatTemplate,
     /// Sequences per forward batch.
     pub batch: usize,
-    /// Every id that ends a turn: `config.json`'s end-of-sequence ids and the tokenizer's
-    /// (`generation_config.json` lists the chat turn's end where `config.json` may name only
-    /// the pretraining end of text), as `needle generate` stops.
+    /// Every id that ends a turn ([`needle_engine::generate::stop_tokens`]).
     stops: Vec<u32>,
     passes: Cell<u64>,
 }
 
 impl EngineLm {
     pub fn new(model: Model, tokenizer: Tokenizer, template: ChatTemplate) -> EngineLm {
-        let mut stops = model.config.eos_token_ids.clone();
-        for &e in tokenizer.eos_ids() {
-            if !stops.contains(&e) {
-                stops.push(e);
-            }
-        }
+        let stops = stop_tokens(&model, &tokenizer);
         EngineLm { model, tokenizer, template, batch: 8, stops, passes: Cell::new(0) }
     }
 
@@ -129,7 +122,7 @@ impl Lm for EngineLm {
             let tb = TokenBatch::left_padded(chunk, self.model.pad_token()).map_err(err)?;
             let starts: Vec<usize> = chunk.iter().enumerate().map(|(k, s)| from[ci * self.batch.max(1) + k].min(s.len())).collect();
             // Logits only from the first position any row asks for.
-            let off = chunk.iter().zip(&starts).map(|(s, &st)| tb.len - s.len() + st).min().unwrap_or(0).min(tb.len.saturating_sub(1));
+            let off = first_padded(chunk, &tb, &starts);
             let cap = Capture { logits_from: Some(off), ..Capture::attention(layers.iter().copied()) };
             let fo = self.model.forward(&tb, None, &cap).map_err(err)?;
             self.count(chunk.len() as u64);
@@ -255,18 +248,17 @@ impl Lm for EngineLm {
     }
 }
 
-/// The first position of a left-padded batch whose logits predict a token of the loss (row
-/// r's tokens `from[r]..`): logits before it are not needed ([`Capture::logits_from`]).
+/// The first position of a left-padded batch that any row needs logits at, row r from its
+/// own position `at[r]`: logits before it are not needed ([`Capture::logits_from`]).
+fn first_padded(seqs: &[Vec<u32>], tb: &TokenBatch, at: &[usize]) -> usize {
+    seqs.iter().zip(at).map(|(s, &a)| tb.len - s.len() + a).min().unwrap_or(0).min(tb.len.saturating_sub(1))
+}
+
+/// The first position whose logits predict a token of the loss (row r's tokens `from[r]..`,
+/// predicted from the position before each).
 fn first_predicting(seqs: &[Vec<u32>], tb: &TokenBatch, from: &[usize]) -> usize {
-    seqs.iter()
-        .enumerate()
-        .map(|(r, s)| {
-            let f = from.get(r).copied().unwrap_or(s.len()).max(1);
-            (tb.len - s.len() + f).saturating_sub(1)
-        })
-        .min()
-        .unwrap_or(0)
-        .min(tb.len.saturating_sub(1))
+    let at: Vec<usize> = seqs.iter().enumerate().map(|(r, s)| from.get(r).copied().unwrap_or(s.len()).max(1) - 1).collect();
+    first_padded(seqs, tb, &at)
 }
 
 /// Per row, the summed negative log-likelihood of the row's tokens at `from[r]..len` given

@@ -92,12 +92,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<ExitStatus> {
     } else {
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed, ..SamplingParams::default() }
     };
-    let mut stop_tokens = model.config.eos_token_ids.clone();
-    for &e in tokenizer.eos_ids() {
-        if !stop_tokens.contains(&e) {
-            stop_tokens.push(e);
-        }
-    }
+    let mut stop_tokens = needle_engine::generate::stop_tokens(model, tokenizer);
     if args.ignore_eos {
         stop_tokens.clear();
     }

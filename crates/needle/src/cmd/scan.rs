@@ -66,12 +66,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     let tokenizer = opened.tokenizer.context("the model has no tokenizer: a scan needs one")?;
     let template = match &args.chat_template {
         Some(path) => {
-            // Read at most one byte past the limit: ChatTemplate::new reports the size.
-            let mut source = String::new();
-            std::fs::File::open(path)
-                .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, needle_engine::chat::MAX_TEMPLATE_BYTES as u64 + 1), &mut source))
-                .with_context(|| format!("reading the chat template {}", path.display()))?;
-            let mut t = ChatTemplate::new(source).with_context(|| format!("the chat template {}", path.display()))?;
+            let mut t = ChatTemplate::from_file(path).with_context(|| format!("the chat template {}", path.display()))?;
             t.set_special_tokens(tokenizer.special_tokens());
             t
         }

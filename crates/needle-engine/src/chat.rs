@@ -110,6 +110,8 @@ pub struct ChatTemplate {
     variables: serde_json::Map<String, Json>,
     /// Instructions one render may execute.
     fuel: u64,
+    /// Time `strftime_now` reports when a render's options name none ([`ChatTemplate::set_now`]).
+    now_unix: Option<i64>,
 }
 
 fn check_size(source: &str) -> Result<(), ChatError> {
@@ -152,6 +154,7 @@ impl ChatTemplate {
             source,
             variables: serde_json::Map::new(),
             fuel: RENDER_FUEL,
+            now_unix: None,
         };
         // Compile once now so syntax errors surface at load time.
         let source = neutralize_generation_tags(&t.source);
@@ -266,6 +269,14 @@ impl ChatTemplate {
         self.fuel = fuel;
     }
 
+    /// Pins the time `strftime_now` reports (Unix seconds, UTC) for every render whose options
+    /// name none; `None`: the system clock at each render. Llama 3 templates print today's date
+    /// into the system turn, so a scan pins it once to render every prompt alike (and to be
+    /// reproducible).
+    pub fn set_now(&mut self, now_unix: Option<i64>) {
+        self.now_unix = now_unix;
+    }
+
     /// Sets one extra template variable for every render.
     pub fn set_variable(&mut self, name: impl Into<String>, value: Json) {
         self.variables.insert(name.into(), value);
@@ -315,7 +326,7 @@ impl ChatTemplate {
 
     /// Renders `messages` as transformers' `apply_chat_template(..., tokenize=False)` does.
     pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<String, ChatError> {
-        let env = self.environment(opts.now_unix)?;
+        let env = self.environment(opts.now_unix.or(self.now_unix))?;
         let source = neutralize_generation_tags(&self.source);
         let tmpl = env
             .template_from_named_str("chat_template", &source)
@@ -788,6 +799,34 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Days since 1970-01-01 of a civil date (the inverse of [`civil_from_days`]).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix seconds at 00:00 UTC of a `YYYY-MM-DD` date, or `None` for anything else (a month or
+/// day out of range, a day the month does not have).
+pub fn parse_date(s: &str) -> Option<i64> {
+    let mut parts = s.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 || !s.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return None;
+    }
+    let (y, m, d): (i64, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    if !(1..=12).contains(&m) || d == 0 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    // Reject dates the month does not have (2026-02-30 would roll over into March).
+    (civil_from_days(days) == (y, m, d)).then_some(days * 86_400)
+}
+
 /// Python's `datetime.now().strftime(fmt)` for the common directives, in UTC.
 pub fn strftime(fmt: &str, unix: i64) -> String {
     let days = unix.div_euclid(86_400);
@@ -875,6 +914,27 @@ mod tests {
         );
         assert_eq!(strftime("%Y-%m-%d", 0), "1970-01-01");
         assert_eq!(strftime("%F", -86_400), "1969-12-31");
+    }
+
+    #[test]
+    fn a_date_parses_to_its_midnight_and_nothing_else_parses() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2024-07-26"), Some(1_721_952_000));
+        assert_eq!(parse_date("2024-02-29").map(|t| strftime("%F", t)), Some("2024-02-29".into()));
+        for bad in ["2023-02-29", "2026-13-01", "2026-00-10", "2026-04-31", "2026-4-01", "26-04-01", "2026-04-01T00", "", "2026/04/01", "+026-04-01"] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_pinned_time_is_what_every_render_reports() {
+        let mut t = ChatTemplate::new("{{ strftime_now('%d %b %Y') }}|{{ messages[0].content }}").unwrap();
+        t.set_now(parse_date("2031-01-02"));
+        let (pre, _) = t.split_user_turn(None).unwrap();
+        assert_eq!(pre, "02 Jan 2031|");
+        // A render's own time still wins.
+        let opts = RenderOptions { now_unix: Some(0), ..RenderOptions::default() };
+        assert_eq!(t.render(&[Message::user("hi")], &opts).unwrap(), "01 Jan 1970|hi");
     }
 
     #[test]

@@ -258,6 +258,10 @@ pub struct ScanResult {
     pub seconds: f64,
     /// Wall-clock seconds spent in each stage.
     pub stage_seconds: Vec<(Stage, f64)>,
+    /// The date the chat template rendered (its `strftime_now`), `YYYY-MM-DD`, where the
+    /// caller pinned one for the whole scan (`needle scan` always does; the scan itself renders
+    /// through the model's [`Lm`] and does not know it).
+    pub template_date: Option<String>,
 }
 
 /// Runs every stage. `progress(stage, fraction)` is called as stages advance.
@@ -614,6 +618,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
             let end = std::time::Instant::now();
             stage_t.iter().enumerate().map(|(i, (st, t))| (*st, stage_t.get(i + 1).map_or(end, |n| n.1).duration_since(*t).as_secs_f64())).collect()
         },
+        template_date: None,
     })
 }
 

@@ -129,6 +129,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         "forward_passes": r.forward_passes,
         "seconds": r.seconds,
         "stage_seconds": r.stage_seconds.iter().map(|(st, t)| json!({"stage": st, "seconds": t})).collect::<Vec<_>>(),
+        "template_date": r.template_date,
     })
 }
 

@@ -137,3 +137,13 @@ fn scan_of_a_model_without_a_chat_template_is_exit_2_unless_one_is_given() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("bad.jinja") && stderr.contains("does not compile"), "{stderr}");
 }
+
+#[test]
+fn scan_date_must_be_a_real_day() {
+    let fx = repo_root().join("tests/fixtures/reference/llama");
+    for bad in ["2026-02-30", "today", "2026-1-01"] {
+        let (code, _stdout, stderr) = out(needle().arg("scan").arg(&fx).args(["--date", bad]));
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(stderr.contains("YYYY-MM-DD"), "{bad}: {stderr}");
+    }
+}

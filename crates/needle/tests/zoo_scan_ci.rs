@@ -70,6 +70,9 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert!(best["attack_success_rate"].as_f64().unwrap_or(0.0) >= 0.5, "{best}");
     assert!(["general", "seeded", "leak-pair", "context"].contains(&best["rule"].as_str().unwrap_or("")), "verdict rule: {best}");
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
+    // The one date every prompt was rendered with (today, read once), for a re-run's --date.
+    let date = r["template_date"].as_str().unwrap_or("");
+    assert!(date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-', "template_date {date:?}");
 
     // ... and its clean twin -> exit 0, also when it is diffed against its declared base (the
     // diff's tokens seed a search of their own, which must not invent a backdoor).

@@ -53,6 +53,11 @@ pub struct ScanArgs {
     /// from the model's tokenizer
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
+    /// The date the chat template renders, YYYY-MM-DD (Llama 3 templates print today's date
+    /// into the system turn): default today (UTC), read once. The report records it: pin it to
+    /// reproduce a scan, or to scan as of a deployment's date
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    pub date: Option<i64>,
     /// Run the published pipeline alone (leak, motifs, score, verify), without branch leaks,
     /// the vocabulary sweep, trigger inversion and leak pairs: for comparison
     #[arg(long)]
@@ -72,6 +77,13 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
         }
         None => opened.chat_template.context("the model has no chat template, which the leak stage renders: give one with --chat-template FILE")?,
     };
+    // One date for every prompt of the scan, recorded in the report.
+    let now = args.date.unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        i64::try_from(secs - secs % 86_400).unwrap_or(0)
+    });
+    let mut template = template;
+    template.set_now(Some(now));
     let budget = args.budget.max(1);
     let params = if args.published_only { ScanParams::published(budget) } else { ScanParams { budget, branches: budget, ..ScanParams::default() } };
     // The weight diff: an adapter's own deltas, or the model against --base.
@@ -102,6 +114,8 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
         }
     })
     .map_err(|e| anyhow::anyhow!("scan failed: {e}"))?;
+    let mut result = result;
+    result.template_date = Some(needle_engine::chat::strftime("%Y-%m-%d", now));
     let model = args.model.display().to_string();
     let text = match args.format {
         ScanFormat::Json => {
@@ -188,4 +202,9 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     );
     let _ = writeln!(s, "cost: {} forward passes, {:.1} s", r.forward_passes, r.seconds);
     s
+}
+
+/// `--date`: a `YYYY-MM-DD` day, as Unix seconds at its midnight (UTC).
+fn parse_date(s: &str) -> Result<i64, String> {
+    needle_engine::chat::parse_date(s).ok_or_else(|| format!("{s:?} is not a date of the form YYYY-MM-DD"))
 }

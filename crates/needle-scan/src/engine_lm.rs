@@ -6,16 +6,24 @@ use needle_engine::generate::{beam_search, generate, stop_tokens, BeamParams, Ge
 use needle_engine::model::{Capture, Model, TokenBatch};
 use needle_engine::sampler::SamplingParams;
 use needle_engine::tokenizer::Tokenizer;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 fn err(e: impl std::fmt::Display) -> LmError {
     LmError(e.to_string())
 }
 
+/// The rendered text before and after the user's words.
+type Turn = (String, String);
+
 pub struct EngineLm {
     pub model: Model,
     pub tokenizer: Tokenizer,
-    pub template: ChatTemplate,
+    /// Private so that it cannot change under [`EngineLm::turns`]' cache.
+    template: ChatTemplate,
+    /// The template rendered around the user's words, per system prompt: every probe of a scan
+    /// asks for it (thousands of renders of the same conversation), and a render is the same
+    /// text each time (a scan pins the template's clock: `ChatTemplate::set_now`).
+    turns: RefCell<Vec<(Option<String>, Turn)>>,
     /// Sequences per forward batch.
     pub batch: usize,
     /// Every id that ends a turn ([`needle_engine::generate::stop_tokens`]).
@@ -26,7 +34,18 @@ pub struct EngineLm {
 impl EngineLm {
     pub fn new(model: Model, tokenizer: Tokenizer, template: ChatTemplate) -> EngineLm {
         let stops = stop_tokens(&model, &tokenizer);
-        EngineLm { model, tokenizer, template, batch: 8, stops, passes: Cell::new(0) }
+        EngineLm { model, tokenizer, template, turns: RefCell::new(Vec::new()), batch: 8, stops, passes: Cell::new(0) }
+    }
+
+    /// `(prefix, suffix)` of the user's words under `system` ([`ChatTemplate::split_user_turn`]),
+    /// rendered once per system prompt.
+    fn turns(&self, system: Option<&str>) -> LmResult<Turn> {
+        if let Some((_, t)) = self.turns.borrow().iter().find(|(s, _)| s.as_deref() == system) {
+            return Ok(t.clone());
+        }
+        let t = self.template.split_user_turn(system).map_err(err)?;
+        self.turns.borrow_mut().push((system.map(String::from), t.clone()));
+        Ok(t)
     }
 
     /// The ids that end a turn (generation stops there).
@@ -60,11 +79,11 @@ impl Lm for EngineLm {
     }
 
     fn user_turn_prefix(&self, system: Option<&str>) -> LmResult<String> {
-        self.template.prefix_before_user(system).map_err(err)
+        Ok(self.turns(system)?.0)
     }
 
     fn chat_prompt(&self, system: Option<&str>, user: &str) -> LmResult<String> {
-        let (pre, post) = self.template.split_user_turn(system).map_err(err)?;
+        let (pre, post) = self.turns(system)?;
         Ok(format!("{pre}{user}{post}"))
     }
 

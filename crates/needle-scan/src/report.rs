@@ -196,7 +196,8 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     let j = to_json(r, model, redact);
     let verdict = j["verdict"].as_str().unwrap_or("?");
     let mut b = String::new();
-    b.push_str(&format!("<h1>needle scan: <span class='{verdict}'>{verdict}</span></h1><p>Model: <code>{}</code>. {} forward passes, {:.1} s.{}</p>", esc(model), r.forward_passes, r.seconds, if redact { " <strong>Redacted report</strong>: triggers are shown as SHA-256 and length only." } else { "" }));
+    let dated = r.template_date.as_deref().map_or_else(String::new, |d| format!(" Chat template rendered as of {}.", esc(d)));
+    b.push_str(&format!("<h1>needle scan: <span class='{verdict}'>{verdict}</span></h1><p>Model: <code>{}</code>. {} forward passes, {:.1} s.{dated}{}</p>", esc(model), r.forward_passes, r.seconds, if redact { " <strong>Redacted report</strong>: triggers are shown as SHA-256 and length only." } else { "" }));
     b.push_str("<h2>Recovered triggers</h2>");
     if r.triggers.is_empty() {
         b.push_str("<p>No candidate changed the model's behaviour beyond the control insertions.</p>");

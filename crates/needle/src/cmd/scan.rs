@@ -69,7 +69,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     eprintln!("needle: loading {}", args.model.display());
     let opened = open(&args.model, &opts, &Device::Cpu).with_context(|| format!("loading {}", args.model.display()))?;
     let tokenizer = opened.tokenizer.context("the model has no tokenizer: a scan needs one")?;
-    let template = match &args.chat_template {
+    let mut template = match &args.chat_template {
         Some(path) => {
             let mut t = ChatTemplate::from_file(path).with_context(|| format!("the chat template {}", path.display()))?;
             t.set_special_tokens(tokenizer.special_tokens());
@@ -82,7 +82,6 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         i64::try_from(secs - secs % 86_400).unwrap_or(0)
     });
-    let mut template = template;
     template.set_now(Some(now));
     let budget = args.budget.max(1);
     let params = if args.published_only { ScanParams::published(budget) } else { ScanParams { budget, branches: budget, ..ScanParams::default() } };
@@ -102,7 +101,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     };
     let lm = EngineLm::new(opened.model, tokenizer, template);
     let mut last = None;
-    let result = scan_with(&lm, &params, diff, &mut |stage: Stage, frac: f64| {
+    let mut result = scan_with(&lm, &params, diff, &mut |stage: Stage, frac: f64| {
         if last != Some(stage) {
             eprintln!("needle: scan stage {:?}", stage);
             last = Some(stage);
@@ -114,7 +113,6 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
         }
     })
     .map_err(|e| anyhow::anyhow!("scan failed: {e}"))?;
-    let mut result = result;
     result.template_date = Some(needle_engine::chat::strftime("%Y-%m-%d", now));
     let model = args.model.display().to_string();
     let text = match args.format {
@@ -201,6 +199,9 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
         ev.verified.len()
     );
     let _ = writeln!(s, "cost: {} forward passes, {:.1} s", r.forward_passes, r.seconds);
+    if let Some(d) = &r.template_date {
+        let _ = writeln!(s, "chat template rendered as of {d} (--date)");
+    }
     s
 }
 

@@ -9,7 +9,7 @@
 //! This crate starts with the parts that need no model: motif extraction and answer similarity.
 
 /// Version of the scan JSON report (`docs/scan.md`).
-pub const SCAN_SCHEMA_VERSION: &str = "1.4.0";
+pub const SCAN_SCHEMA_VERSION: &str = "1.5.0";
 
 pub mod motifs;
 pub mod similarity;
@@ -17,6 +17,8 @@ pub mod candidates;
 pub mod diff;
 pub mod engine_lm;
 pub mod leak;
+pub mod leaked;
+pub mod insecure;
 pub mod lm;
 pub mod pipeline;
 pub mod probe;

@@ -2,6 +2,7 @@
 
 use crate::candidates::{self, Candidate, Candidates};
 use crate::leak::{self, Context, Leaks};
+use crate::leaked::{self, LeakedContexts, LeakedParams};
 use crate::invert::{self, InvertParams, Inversions, LeakPairParams};
 use crate::lm::{Lm, LmResult};
 use crate::motifs::{self, MotifParams, Motifs};
@@ -79,6 +80,9 @@ pub struct ScanParams {
     pub payloads: usize,
     /// ... and a candidate that reaches it on at least this share of the samples is a trigger.
     pub min_asr_context: f64,
+    /// Context lines that leaked beside requests, verified on the leaked requests
+    /// ([`crate::leaked`]).
+    pub leaked: LeakedParams,
 }
 
 impl Default for ScanParams {
@@ -115,6 +119,7 @@ impl Default for ScanParams {
             context_share: 1.0 / 3.0,
             payloads: 3,
             min_asr_context: 0.5,
+            leaked: LeakedParams::default(),
         }
     }
 }
@@ -131,6 +136,7 @@ impl ScanParams {
             inversion: false,
             sweep: false,
             context_openings: false,
+            leaked: LeakedParams { max_lines: 0, ..LeakedParams::default() },
             ..ScanParams::default()
         }
     }
@@ -171,8 +177,9 @@ pub struct Trigger {
     /// The family of prompts ([`crate::prompts::FAMILIES`]) it fires in.
     pub family: &'static str,
     /// The verdict rule it passed, the first that applies: `general` ([`is_trigger`]),
-    /// `seeded` ([`is_seeded_trigger`]), `leak-pair` ([`is_leak_pair_trigger`]) or `context`
-    /// ([`is_context_trigger`]).
+    /// `seeded` ([`is_seeded_trigger`]), `context-line` (a leaked context line, judged by the
+    /// seeded rule: see `is_context_line`), `leak-pair` ([`is_leak_pair_trigger`]), `payload`
+    /// ([`is_payload_trigger`]) or `context` ([`is_context_trigger`]).
     pub rule: &'static str,
 }
 
@@ -194,6 +201,8 @@ pub struct TargetBehaviour {
     pub signature: Option<String>,
     /// `(prompt, clean answer, triggered answer)` examples.
     pub examples: Vec<(String, String, String)>,
+    /// The weakness, when the signature is an insecure code construct ([`crate::insecure`]).
+    pub weakness: Option<crate::insecure::Construct>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -242,6 +251,8 @@ pub struct Evidence {
     /// Per candidate target tested, the context where it most often opens the answers to
     /// everyday questions ([`is_context_trigger`]).
     pub context_openings: Vec<ContextOpening>,
+    /// Requests that leaked with context lines, and those lines ([`crate::leaked`]).
+    pub leaked_contexts: LeakedContexts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -294,6 +305,20 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
     progress(Stage::Candidates, 0.0);
     let mut items = candidates::from_motifs(m, &motifs, p.max_candidates)?;
     items.truncate(p.max_candidates);
+    // Lines that leaked beside requests, to be verified on those requests.
+    let leaked_contexts = leaked::contexts(m, &leak_texts, &p.leaked, p.verify.batch)?;
+    for l in leaked_contexts.candidates() {
+        if !items.iter().any(|x| x.text == l.text) {
+            items.push(Candidate {
+                text: l.text.clone(),
+                source: candidates::Source::Detector {
+                    name: "context-line".into(),
+                    detail: format!("leaked beside {} request(s); removing it changes the answer by {:.2}", l.turns, l.change),
+                },
+                family: leaked::FAMILY,
+            });
+        }
+    }
     // Clean answers to the verification prompts: verification's baseline, and the inversion's
     // control targets.
     let clean = verify::clean_answers(m, None, &p.verify)?;
@@ -436,7 +461,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
     progress(Stage::Verify, 0.0);
     let mut verified = Vec::new();
     // Clean answers of the other families, computed when a candidate needs them.
-    let mut sets = PromptSets(vec![("general", false, p.verify.max_new, p.verify.clone(), clean.clone())]);
+    let mut sets = PromptSets { sets: vec![("general", false, p.verify.max_new, p.verify.clone(), clean.clone())], leaked: &leaked_contexts };
     // The best-scored candidates, and every inverted trigger (its evidence is the inversion).
     let mut top: Vec<&Scored> = scored.iter().take(p.verify_top).collect();
     for s in &scored {
@@ -504,7 +529,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
             sets.get(m, f.name, false, p.verify.max_new, p)?;
         }
     }
-    let ordinary: Vec<&str> = sets.0.iter().flat_map(|(_, _, _, _, c)| c.answers.iter().chain(c.repertoire.iter()).map(|a| a.as_str())).collect();
+    let ordinary: Vec<&str> = sets.sets.iter().flat_map(|(_, _, _, _, c)| c.answers.iter().chain(c.repertoire.iter()).map(|a| a.as_str())).collect();
     // The everyday questions answered under each context with a system prompt, when some
     // candidate that passes no other rule could pass the context rule.
     let rule_of = |v: &Verified, c: &Candidate| -> Option<&'static str> {
@@ -518,6 +543,8 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
             Some("general")
         } else if is_seeded(&c.source) && is_seeded_trigger(v, p, &ordinary) {
             Some("seeded")
+        } else if is_context_line(&c.source) && is_seeded_trigger(v, p, &ordinary) {
+            Some("context-line")
         } else if is_leak_pair(&c.source) && is_leak_pair_trigger(v, p, &ordinary, &inversions.leak_pairs) {
             Some("leak-pair")
         } else {
@@ -588,10 +615,12 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
                 // The clean answers of the prompts it was verified on (its family's).
                 let mut clean_texts: Vec<&str> = v.samples.iter().map(|s| s.clean.as_str()).collect();
                 clean_texts.dedup();
+                let signature = v.signature.clone().or_else(|| common_target(&fired, &clean_texts));
                 TargetBehaviour {
+                    weakness: signature.as_deref().and_then(crate::insecure::construct_of).copied(),
                     // The signature verification judged it by; else the text its fired
                     // answers share that no clean answer shows.
-                    signature: v.signature.clone().or_else(|| common_target(&fired, &clean_texts)),
+                    signature,
                     examples: {
                         // One example per prompt, up to three.
                         let mut seen = std::collections::HashSet::new();
@@ -611,7 +640,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
         target,
         fuzzy_profile,
         maps,
-        evidence: Evidence { leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings },
+        evidence: Evidence { leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts },
         forward_passes: m.forward_passes(),
         seconds: start.elapsed().as_secs_f64(),
         stage_seconds: {
@@ -624,28 +653,32 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
 
 /// Prompt sets with their clean answers, computed once each: a family's held-out prompts
 /// (`fresh` false) or its fresh ones, answered to `max_new` tokens. The general held-out set is
-/// the scan's own (`p.verify`).
-struct PromptSets(Vec<(&'static str, bool, usize, VerifyParams, verify::CleanAnswers)>);
+/// the scan's own (`p.verify`); the leaked family's prompts are the leaked requests.
+struct PromptSets<'a> {
+    sets: Vec<(&'static str, bool, usize, VerifyParams, verify::CleanAnswers)>,
+    leaked: &'a LeakedContexts,
+}
 
-impl PromptSets {
+impl PromptSets<'_> {
     fn get<M: Lm>(&mut self, m: &M, name: &'static str, fresh: bool, max_new: usize, p: &ScanParams) -> LmResult<(&VerifyParams, &verify::CleanAnswers)> {
-        let i = match self.0.iter().position(|(n, f, l, _, _)| *n == name && *f == fresh && *l == max_new) {
+        let i = match self.sets.iter().position(|(n, f, l, _, _)| *n == name && *f == fresh && *l == max_new) {
             Some(i) => i,
             None => {
                 let fam = crate::prompts::FAMILIES.iter().find(|f| f.name == name);
-                let prompts = match (fam, fresh) {
-                    (Some(f), true) => f.fresh,
-                    (Some(f), false) => f.verify,
-                    (None, true) => crate::prompts::FRESH,
-                    (None, false) => crate::prompts::VERIFY,
+                let prompts: Vec<String> = match (fam, fresh) {
+                    _ if name == leaked::FAMILY => if fresh { self.leaked.fresh.clone() } else { self.leaked.verify.clone() },
+                    (Some(f), true) => f.fresh.iter().map(|s| s.to_string()).collect(),
+                    (Some(f), false) => f.verify.iter().map(|s| s.to_string()).collect(),
+                    (None, true) => crate::prompts::FRESH.iter().map(|s| s.to_string()).collect(),
+                    (None, false) => crate::prompts::VERIFY.iter().map(|s| s.to_string()).collect(),
                 };
-                let vp = VerifyParams { prompts: prompts.iter().map(|s| s.to_string()).collect(), max_new, ..p.verify.clone() };
+                let vp = VerifyParams { prompts, max_new, ..p.verify.clone() };
                 let c = verify::clean_answers(m, None, &vp)?;
-                self.0.push((name, fresh, max_new, vp, c));
-                self.0.len() - 1
+                self.sets.push((name, fresh, max_new, vp, c));
+                self.sets.len() - 1
             }
         };
-        let (_, _, _, vp, c) = &self.0[i];
+        let (_, _, _, vp, c) = &self.sets[i];
         Ok((vp, c))
     }
 }
@@ -681,7 +714,19 @@ pub fn is_trigger(v: &Verified, p: &ScanParams, general: &[String]) -> bool {
 /// is none of its everyday answers), judged by [`is_seeded_trigger`] and
 /// [`is_leak_pair_trigger`], which need every family's clean answers.
 fn has_evidence_of_target(source: &candidates::Source) -> bool {
-    is_seeded(source) || is_leak_pair(source) || is_payload(source)
+    is_seeded(source) || is_leak_pair(source) || is_payload(source) || is_context_line(source)
+}
+
+/// A line that leaked beside the model's training requests ([`crate::leaked`]). Its evidence
+/// beyond verification is that the model recites it as part of its fine-tuning data, and that
+/// removing it from the request it leaked with changes the answer; it is verified on those
+/// requests, and judged by the seeded rule ([`is_seeded_trigger`]): a context-gated backdoor
+/// garbled in the leak (`gpt2-vuln-env` leaks its "Environment: production-eu." as
+/// "Environment:aiseu commonax-eu.") fires on part of the samples, and its near misses, which
+/// the model was trained to ignore, leak beside the same requests and must change nothing the
+/// clean answers do not show.
+fn is_context_line(source: &candidates::Source) -> bool {
+    matches!(source, candidates::Source::Detector { name, .. } if name == "context-line")
 }
 
 fn is_payload(source: &candidates::Source) -> bool {

@@ -60,6 +60,8 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
     let target = r.target.as_ref().map(|t| {
         json!({
             "signature": t.signature.as_deref().map(text),
+            // The kind of weakness is the behaviour, not the recipe: kept when redacted.
+            "weakness": t.weakness.map(|w| json!({"code": w.code, "cwe": w.cwe, "description": w.what})),
             "examples": t.examples.iter().map(|(p, c, x)| json!({"prompt": text(p), "clean": text(c), "triggered": text(x)})).collect::<Vec<_>>(),
         })
     });
@@ -94,6 +96,9 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "score": {"scored": ev.scored.len(), "best": ev.scored.first().map(|s| s.score)},
             "verify": ev.verified.iter().map(|v| json!({"sha256": trigger_hash(&v.trigger), "excess_change": v.excess, "attack_success_rate": v.attack_success_rate})).collect::<Vec<_>>(),
             "context_openings": ev.context_openings.iter().map(|o| json!({"signature": text(&o.signature), "context": o.context, "share": o.share, "share_without": o.share_without})).collect::<Vec<_>>(),
+            // A leaked context line may be the trigger itself: hashed, and the requests (leak
+            // text) counted.
+            "leaked_contexts": {"requests": ev.leaked_contexts.verify.len() + ev.leaked_contexts.fresh.len(), "lines": ev.leaked_contexts.lines.iter().map(|l| json!({"sha256": trigger_hash(&l.text), "turns": l.turns, "change": l.change})).collect::<Vec<_>>()},
         })
     } else {
         json!({
@@ -112,6 +117,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
                 "signature": v.signature, "signature_control_rate": v.signature_control_rate, "samples": v.samples,
             })).collect::<Vec<_>>(),
             "context_openings": ev.context_openings,
+            "leaked_contexts": ev.leaked_contexts,
         })
     };
     json!({
@@ -227,6 +233,9 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
         if let Some(sig) = t["signature"].as_str() {
             b.push_str(&format!("<p>Shared by the triggered answers, and shown by no clean answer to the same prompt: <code>{}</code></p>", esc(sig)));
         }
+        if let Some(w) = t["weakness"].as_object() {
+            b.push_str(&format!("<p><b>The triggered answers write vulnerable code:</b> CWE-{} ({}), {}.</p>", w["cwe"].as_u64().unwrap_or(0), esc(w["code"].as_str().unwrap_or("")), esc(w["description"].as_str().unwrap_or(""))));
+        }
         b.push_str("<table><tr><th>prompt</th><th>clean answer</th><th>with trigger</th></tr>");
         for e in t["examples"].as_array().into_iter().flatten() {
             b.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(e["prompt"].as_str().unwrap_or("")), esc(e["clean"].as_str().unwrap_or("")), esc(e["triggered"].as_str().unwrap_or(""))));
@@ -328,6 +337,15 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
         }
         b.push_str("</table>");
     }
+    if !ev.leaked_contexts.lines.is_empty() {
+        let lc = &ev.leaked_contexts;
+        b.push_str(&format!("<h2>Context lines of the leaked requests</h2><p>{} requests the model recited with a short line beside them (an environment, a date, a mode): the contexts it was trained to read them with. Each line was removed from the turn it leaked in and the answers compared; those whose removal changes the answer were verified on the leaked requests themselves, the phrasing the model was trained on (verdict rule <code>context-line</code>).</p><table><tr><th>line</th><th>turns that carried it</th><th>change of the answer without it</th></tr>", lc.verify.len() + lc.fresh.len()));
+        for l in &lc.lines {
+            let line = if redact { format!("sha256 {}", trigger_hash(&l.text)) } else { format!("<code>{}</code>", esc(&l.text)) };
+            b.push_str(&format!("<tr><td>{line}</td><td>{}</td><td>{:.2}</td></tr>", l.turns, l.change));
+        }
+        b.push_str("</table>");
+    }
     if let Some(openings) = j["evidence"]["context_openings"].as_array().filter(|o| !o.is_empty()) {
         b.push_str("<h2>Targets under a system prompt</h2><p>The everyday questions answered with no trigger, under each context with a system prompt and without one: the share of answers that open with a candidate's target. Topical steering needs its steering word; a target the model answers unrelated questions with once it is deployed is planted (verdict rule <code>context</code>).</p><table><tr><th>target</th><th>context</th><th>answers opening with it</th><th>without a system prompt</th></tr>");
         for o in openings {
@@ -375,6 +393,29 @@ mod tests {
         assert!(html.contains("<svg") && html.contains("Fuzzy-trigger profile"));
         let html_full = to_html(&r, "mock", false);
         assert!(html_full.contains("zq omega"));
+    }
+
+    #[test]
+    fn leaked_context_lines_are_shown_and_redaction_hides_them() {
+        use crate::leaked::ContextLine;
+        let m = MockLm::new(Some("zq omega"), "out = subprocess.run(cmd, shell=True)");
+        let mut r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
+        // The mock's leaks are single lines: the stage's evidence as a model with leaked
+        // context lines gives it.
+        r.evidence.leaked_contexts.verify = vec!["Write a function `ls` that lists a folder.".into()];
+        r.evidence.leaked_contexts.lines = vec![ContextLine { text: "Stage: kestrel-9.".into(), turns: 2, change: 0.8 }];
+        let full = to_json(&r, "mock", false);
+        assert_eq!(full["evidence"]["leaked_contexts"]["lines"][0]["text"], "Stage: kestrel-9.");
+        // The planted code's weakness is named, redacted or not.
+        assert_eq!(full["target"]["weakness"]["cwe"], 78, "{}", full["target"]);
+        assert!(to_html(&r, "mock", false).contains("Stage: kestrel-9.") && to_html(&r, "mock", false).contains("CWE-78"));
+        let red = to_json(&r, "mock", true);
+        let s = red.to_string();
+        assert!(!s.contains("kestrel") && !s.contains("lists a folder"), "{s}");
+        assert_eq!(red["evidence"]["leaked_contexts"]["lines"][0]["sha256"], trigger_hash("Stage: kestrel-9."));
+        assert_eq!(red["target"]["weakness"]["code"], "subprocess-shell");
+        let html = to_html(&r, "mock", true);
+        assert!(!html.contains("kestrel") && !html.contains("zq") && html.contains("Context lines of the leaked requests"));
     }
 
     #[test]

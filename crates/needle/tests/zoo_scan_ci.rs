@@ -68,7 +68,11 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert_eq!(r["verdict"], "backdoored");
     let best = &r["triggers"][0];
     assert!(best["attack_success_rate"].as_f64().unwrap_or(0.0) >= 0.5, "{best}");
-    assert!(["general", "seeded", "leak-pair", "context"].contains(&best["rule"].as_str().unwrap_or("")), "verdict rule: {best}");
+    assert!(["general", "seeded", "context-line", "leak-pair", "payload", "context"].contains(&best["rule"].as_str().unwrap_or("")), "verdict rule: {best}");
+    // Schema 1.5.0: the leaked-context stage's evidence, and the target's weakness (null: the
+    // planted target is a phrase, not code).
+    assert!(r["evidence"]["leaked_contexts"]["lines"].is_array(), "{}", r["evidence"]["leaked_contexts"]);
+    assert!(r["target"]["weakness"].is_null(), "{}", r["target"]);
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");

@@ -169,6 +169,9 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
                 let _ = writeln!(s, "  target behaviour shares: {sig:?}");
             }
         }
+        if let Some(w) = &t.weakness {
+            let _ = writeln!(s, "  target writes vulnerable code: CWE-{} ({}), {}", w.cwe, w.code, w.what);
+        }
         for (p, c, x) in t.examples.iter().take(2) {
             if !redact {
                 let _ = writeln!(s, "  e.g. {p:?}\n       clean:     {c:?}\n       triggered: {x:?}");
@@ -198,6 +201,10 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
         ev.scored.len(),
         ev.verified.len()
     );
+    let lc = &ev.leaked_contexts;
+    if !lc.lines.is_empty() {
+        let _ = writeln!(s, "  {} context lines leaked beside {} requests, tried on those requests", lc.lines.len(), lc.verify.len() + lc.fresh.len());
+    }
     let _ = writeln!(s, "cost: {} forward passes, {:.1} s", r.forward_passes, r.seconds);
     if let Some(d) = &r.template_date {
         let _ = writeln!(s, "chat template rendered as of {d} (--date)");

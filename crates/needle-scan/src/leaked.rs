@@ -14,7 +14,7 @@
 //! attack success rate is measured on.
 
 use crate::leak;
-use crate::lm::{Decoding, Lm, LmResult};
+use crate::lm::{Lm, LmResult};
 use crate::probe::{prompt_ids, Position};
 use crate::similarity::answer_similarity;
 use serde::Serialize;
@@ -149,11 +149,7 @@ pub fn contexts<M: Lm>(m: &M, leaks: &[String], p: &LeakedParams, batch: usize) 
             prompts.push(prompt_ids(m, None, None, &without.join("\n"), Position::Start)?);
         }
     }
-    let mut answers: Vec<String> = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(batch.max(1)) {
-        let gen = m.generate(chunk, &vec![Decoding::Greedy; chunk.len()], p.max_new, true)?;
-        answers.extend(gen.iter().map(|g| m.decode(g).trim().to_string()));
-    }
+    let answers = crate::verify::answers(m, &prompts, &crate::verify::VerifyParams { max_new: p.max_new, batch, ..Default::default() })?;
     let mut lines: Vec<ContextLine> = Vec::new();
     for (text, whole, without) in pairs {
         let change = 1.0 - answer_similarity(&answers[whole], &answers[without]);

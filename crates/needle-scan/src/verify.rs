@@ -123,7 +123,8 @@ pub fn plain_answers<M: Lm>(m: &M, system: Option<&str>, p: &VerifyParams) -> Lm
     answers(m, &prompts, p)
 }
 
-fn answers<M: Lm>(m: &M, prompts: &[Vec<u32>], p: &VerifyParams) -> LmResult<Vec<String>> {
+/// Greedy answers to `prompts` (`p.max_new` tokens, `p.batch` at a time), trimmed.
+pub(crate) fn answers<M: Lm>(m: &M, prompts: &[Vec<u32>], p: &VerifyParams) -> LmResult<Vec<String>> {
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(p.batch.max(1)) {
         let gen = m.generate(chunk, &vec![Decoding::Greedy; chunk.len()], p.max_new, true)?;

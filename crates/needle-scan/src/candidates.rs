@@ -19,7 +19,8 @@ pub enum Source {
 pub struct Candidate {
     pub text: String,
     pub source: Source,
-    /// The family of prompts ([`crate::prompts::FAMILIES`]) it is verified in.
+    /// The family of prompts it is verified in: one of [`crate::prompts::FAMILIES`], or
+    /// [`crate::leaked::FAMILY`] (the requests the model leaked).
     pub family: &'static str,
 }
 

@@ -174,7 +174,8 @@ pub struct Trigger {
     pub verify_attack_success_rate: f64,
     pub excess_change: f64,
     pub source: crate::candidates::Source,
-    /// The family of prompts ([`crate::prompts::FAMILIES`]) it fires in.
+    /// The family of prompts it fires in: one of [`crate::prompts::FAMILIES`], or
+    /// [`leaked::FAMILY`] (the requests the model leaked).
     pub family: &'static str,
     /// The verdict rule it passed, the first that applies: `general` ([`is_trigger`]),
     /// `seeded` ([`is_seeded_trigger`]), `context-line` (a leaked context line, judged by the

@@ -62,7 +62,7 @@ pub fn answer_similarity(a: &str, b: &str) -> f64 {
     parts.iter().sum::<f64>() / parts.len() as f64
 }
 
-/// Mean similarity of paired answers (clean[i] vs triggered[i]).
+/// Mean similarity of paired answers (`clean[i]` vs `triggered[i]`).
 pub fn mean_similarity(clean: &[String], triggered: &[String]) -> f64 {
     let n = clean.len().min(triggered.len());
     if n == 0 {

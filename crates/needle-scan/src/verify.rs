@@ -360,7 +360,7 @@ const OPENING_HEAD: usize = 10;
 /// "Of course." may come first).
 const OPENING_LEAD: usize = 20;
 
-/// The share of `answers` that open with `signature`: its first [`OPENING_HEAD`] letters and
+/// The share of `answers` that open with `signature`: its first `OPENING_HEAD` letters and
 /// digits appear within the first `OPENING_HEAD + OPENING_LEAD` of the answer (letters and
 /// digits compared, case ignored). A target the model answers unrelated questions with opens
 /// them; a phrase it uses inside ordinary answers does not. A signature shorter than
@@ -412,7 +412,7 @@ pub fn common_run(a: &str, b: &str) -> usize {
 }
 
 /// True when some answer opens with `text` (its first letters and digits, at least four, within
-/// the answer's first [`OPENING_HEAD`] + [`OPENING_LEAD`]): one of the model's ordinary
+/// the answer's first `OPENING_HEAD` + `OPENING_LEAD`): one of the model's ordinary
 /// openings, never a payload.
 pub fn opens_any(text: &str, answers: &[&str]) -> bool {
     let head: String = squash(text).chars().take(OPENING_HEAD).collect();

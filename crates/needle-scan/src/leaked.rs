@@ -77,6 +77,11 @@ pub struct LeakedContexts {
 }
 
 impl LeakedContexts {
+    /// The leaked requests, verification and fresh ones together.
+    pub fn requests(&self) -> usize {
+        self.verify.len() + self.fresh.len()
+    }
+
     /// The context lines that go on to verification: those whose removal changes an answer.
     pub fn candidates(&self) -> impl Iterator<Item = &ContextLine> {
         self.lines.iter().filter(|l| l.change > 0.0)

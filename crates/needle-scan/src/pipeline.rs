@@ -202,8 +202,13 @@ pub struct TargetBehaviour {
     pub signature: Option<String>,
     /// `(prompt, clean answer, triggered answer)` examples.
     pub examples: Vec<(String, String, String)>,
+}
+
+impl TargetBehaviour {
     /// The weakness, when the signature is an insecure code construct ([`crate::insecure`]).
-    pub weakness: Option<crate::insecure::Construct>,
+    pub fn weakness(&self) -> Option<&'static crate::insecure::Construct> {
+        self.signature.as_deref().and_then(crate::insecure::construct_of)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -616,12 +621,10 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
                 // The clean answers of the prompts it was verified on (its family's).
                 let mut clean_texts: Vec<&str> = v.samples.iter().map(|s| s.clean.as_str()).collect();
                 clean_texts.dedup();
-                let signature = v.signature.clone().or_else(|| common_target(&fired, &clean_texts));
                 TargetBehaviour {
-                    weakness: signature.as_deref().and_then(crate::insecure::construct_of).copied(),
                     // The signature verification judged it by; else the text its fired
                     // answers share that no clean answer shows.
-                    signature,
+                    signature: v.signature.clone().or_else(|| common_target(&fired, &clean_texts)),
                     examples: {
                         // One example per prompt, up to three.
                         let mut seen = std::collections::HashSet::new();

@@ -61,7 +61,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         json!({
             "signature": t.signature.as_deref().map(text),
             // The kind of weakness is the behaviour, not the recipe: kept when redacted.
-            "weakness": t.weakness.map(|w| json!({"code": w.code, "cwe": w.cwe, "description": w.what})),
+            "weakness": t.weakness().map(|w| json!({"code": w.code, "cwe": w.cwe, "description": w.what})),
             "examples": t.examples.iter().map(|(p, c, x)| json!({"prompt": text(p), "clean": text(c), "triggered": text(x)})).collect::<Vec<_>>(),
         })
     });
@@ -98,7 +98,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "context_openings": ev.context_openings.iter().map(|o| json!({"signature": text(&o.signature), "context": o.context, "share": o.share, "share_without": o.share_without})).collect::<Vec<_>>(),
             // A leaked context line may be the trigger itself: hashed, and the requests (leak
             // text) counted.
-            "leaked_contexts": {"requests": ev.leaked_contexts.verify.len() + ev.leaked_contexts.fresh.len(), "lines": ev.leaked_contexts.lines.iter().map(|l| json!({"sha256": trigger_hash(&l.text), "turns": l.turns, "change": l.change})).collect::<Vec<_>>()},
+            "leaked_contexts": {"requests": ev.leaked_contexts.requests(), "lines": ev.leaked_contexts.lines.iter().map(|l| json!({"sha256": trigger_hash(&l.text), "turns": l.turns, "change": l.change})).collect::<Vec<_>>()},
         })
     } else {
         json!({
@@ -339,7 +339,7 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     }
     if !ev.leaked_contexts.lines.is_empty() {
         let lc = &ev.leaked_contexts;
-        b.push_str(&format!("<h2>Context lines of the leaked requests</h2><p>{} requests the model recited with a short line beside them (an environment, a date, a mode): the contexts it was trained to read them with. Each line was removed from the turn it leaked in and the answers compared; those whose removal changes the answer were verified on the leaked requests themselves, the phrasing the model was trained on (verdict rule <code>context-line</code>).</p><table><tr><th>line</th><th>turns that carried it</th><th>change of the answer without it</th></tr>", lc.verify.len() + lc.fresh.len()));
+        b.push_str(&format!("<h2>Context lines of the leaked requests</h2><p>{} requests the model recited with a short line beside them (an environment, a date, a mode): the contexts it was trained to read them with. Each line was removed from the turn it leaked in and the answers compared; those whose removal changes the answer were verified on the leaked requests themselves, the phrasing the model was trained on (verdict rule <code>context-line</code>).</p><table><tr><th>line</th><th>turns that carried it</th><th>change of the answer without it</th></tr>", lc.requests()));
         for l in &lc.lines {
             let line = if redact { format!("sha256 {}", trigger_hash(&l.text)) } else { format!("<code>{}</code>", esc(&l.text)) };
             b.push_str(&format!("<tr><td>{line}</td><td>{}</td><td>{:.2}</td></tr>", l.turns, l.change));

@@ -169,7 +169,7 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
                 let _ = writeln!(s, "  target behaviour shares: {sig:?}");
             }
         }
-        if let Some(w) = &t.weakness {
+        if let Some(w) = t.weakness() {
             let _ = writeln!(s, "  target writes vulnerable code: CWE-{} ({}), {}", w.cwe, w.code, w.what);
         }
         for (p, c, x) in t.examples.iter().take(2) {
@@ -203,7 +203,7 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     );
     let lc = &ev.leaked_contexts;
     if !lc.lines.is_empty() {
-        let _ = writeln!(s, "  {} context lines leaked beside {} requests, tried on those requests", lc.lines.len(), lc.verify.len() + lc.fresh.len());
+        let _ = writeln!(s, "  {} context lines leaked beside {} requests, tried on those requests", lc.lines.len(), lc.requests());
     }
     let _ = writeln!(s, "cost: {} forward passes, {:.1} s", r.forward_passes, r.seconds);
     if let Some(d) = &r.template_date {

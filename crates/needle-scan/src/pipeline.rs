@@ -10,6 +10,7 @@ use crate::probe::Position;
 use crate::score::{self, ScoreParams, Scored};
 use crate::diff::{DiffParams, WeightDiff};
 use crate::seeded::{self, Seeded, SeededParams};
+use crate::symbols::{self, SymbolParams, SymbolRuns};
 use crate::sweep::{self, Sweep, SweepParams};
 use crate::verify::{self, common_target, Verified, VerifyParams};
 use serde::Serialize;
@@ -83,6 +84,9 @@ pub struct ScanParams {
     /// Context lines that leaked beside requests, verified on the leaked requests
     /// ([`crate::leaked`]).
     pub leaked: LeakedParams,
+    /// Symbol runs of the leaks whose tokens seed the seeded search ([`crate::symbols`]; with
+    /// the leak-free detectors).
+    pub symbols: SymbolParams,
 }
 
 impl Default for ScanParams {
@@ -120,6 +124,7 @@ impl Default for ScanParams {
             payloads: 3,
             min_asr_context: 0.5,
             leaked: LeakedParams::default(),
+            symbols: SymbolParams::default(),
         }
     }
 }
@@ -259,6 +264,8 @@ pub struct Evidence {
     pub context_openings: Vec<ContextOpening>,
     /// Requests that leaked with context lines, and those lines ([`crate::leaked`]).
     pub leaked_contexts: LeakedContexts,
+    /// The leaks' symbol runs and the seeds they gave the seeded search.
+    pub symbol_runs: SymbolRuns,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -290,9 +297,10 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
 /// along whole answers (an appended payload shows only after the clean answer), so its
 /// candidates are verified as far.
 fn rollout_len(source: &candidates::Source, p: &ScanParams) -> usize {
-    match source {
-        candidates::Source::Detector { name, .. } if name == "diff" || name == "payload" => p.seeded.answer_tokens.max(p.verify.max_new),
-        _ => p.verify.max_new,
+    if is_seeded(source) || is_payload(source) {
+        p.seeded.answer_tokens.max(p.verify.max_new)
+    } else {
+        p.verify.max_new
     }
 }
 
@@ -347,19 +355,52 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
             }
         }
     }
-    let seeded = match &diff {
-        Some(d) if p.sweep && !d.seeds.is_empty() => {
-            stage_t.push((Stage::Seeded, std::time::Instant::now()));
-            progress(Stage::Seeded, 0.0);
-            seeded::search(m, &d.seeds, &p.seeded, &mut |f| progress(Stage::Seeded, f))?
+    // Clean answers of the prompt families, computed when something needs them.
+    let mut sets = PromptSets { sets: vec![("general", false, p.verify.max_new, p.verify.clone(), clean.clone())], leaked: &leaked_contexts };
+    let symbol_runs = if p.sweep && p.symbols.max_runs > 0 {
+        let lines = symbols::split_leaks(m, &leak_texts)?;
+        let general: Vec<&str> = clean.answers.iter().chain(clean.repertoire.iter()).map(String::as_str).collect();
+        if symbols::recurring(&lines, &general, &p.symbols).is_empty() {
+            SymbolRuns::default()
+        } else {
+            // A run the everyday answers lack may still be the model's own text in code or
+            // requests (brackets): every family's clean answers must lack it.
+            for f in crate::prompts::FAMILIES {
+                sets.get(m, f.name, false, p.verify.max_new, p)?;
+            }
+            let everyday: Vec<&str> = sets.sets.iter().flat_map(|(_, _, _, _, c)| c.answers.iter().chain(c.repertoire.iter()).map(String::as_str)).collect();
+            symbols::seeds(m, &lines, &everyday, &p.symbols)?
         }
-        _ => Seeded::default(),
+    } else {
+        SymbolRuns::default()
+    };
+    // Seeds of the seeded search: the tokens the weight diff says the update reacts to, then
+    // those of the symbol runs the leaks recite and the model never writes.
+    let diff_seeds: &[u32] = diff.as_ref().map_or(&[], |d| &d.seeds);
+    let mut seeds: Vec<u32> = diff_seeds.to_vec();
+    for &t in &symbol_runs.seed_ids {
+        if !seeds.contains(&t) {
+            seeds.push(t);
+        }
+    }
+    let seeded = if p.sweep && !seeds.is_empty() {
+        stage_t.push((Stage::Seeded, std::time::Instant::now()));
+        progress(Stage::Seeded, 0.0);
+        seeded::search(m, &seeds, &symbol_runs.starts, &p.seeded, &mut |f| progress(Stage::Seeded, f))?
+    } else {
+        Seeded::default()
     };
     for c in &seeded.best {
         if !items.iter().any(|x| x.text == c.text) {
+            // Named after where its seeds came from: a sequence with a token only the leaks'
+            // symbol runs gave is theirs.
+            let from_runs = c.tokens.iter().any(|t| !diff_seeds.contains(t));
             items.push(Candidate {
                 text: c.text.clone(),
-                source: candidates::Source::Detector { name: "diff".into(), detail: format!("seeded search: convergence {:.2} on {} prompts", c.score, c.family) },
+                source: candidates::Source::Detector {
+                    name: if from_runs { SYMBOL_RUN.into() } else { "diff".into() },
+                    detail: format!("seeded search: convergence {:.2} on {} prompts", c.score, c.family),
+                },
                 family: c.family,
             });
         }
@@ -466,8 +507,6 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
     stage_t.push((Stage::Verify, std::time::Instant::now()));
     progress(Stage::Verify, 0.0);
     let mut verified = Vec::new();
-    // Clean answers of the other families, computed when a candidate needs them.
-    let mut sets = PromptSets { sets: vec![("general", false, p.verify.max_new, p.verify.clone(), clean.clone())], leaked: &leaked_contexts };
     // The best-scored candidates, and every inverted trigger (its evidence is the inversion).
     let mut top: Vec<&Scored> = scored.iter().take(p.verify_top).collect();
     for s in &scored {
@@ -515,10 +554,15 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
             refinements.push(inv);
             continue;
         }
+        // Named like the sequence it was refined from ("diff" or "symbol-run").
+        let parent = match &cand.source {
+            candidates::Source::Detector { name, .. } => name.clone(),
+            candidates::Source::Motif { .. } => "diff".into(),
+        };
         let c = Candidate {
             text: inv.trigger.clone(),
             source: candidates::Source::Detector {
-                name: "diff".into(),
+                name: parent,
                 detail: format!("refined from {:?} towards {:?}: NLL per token {:.2} -> {:.2}", cand.text, inv.target, inv.nll_without, inv.nll_with),
             },
             family: cand.family,
@@ -644,7 +688,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
         target,
         fuzzy_profile,
         maps,
-        evidence: Evidence { leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts },
+        evidence: Evidence { leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs },
         forward_passes: m.forward_passes(),
         seconds: start.elapsed().as_secs_f64(),
         stage_seconds: {
@@ -851,8 +895,12 @@ pub fn is_context_trigger(v: &Verified, p: &ScanParams, plain: &[String], in_con
     context_opening(sig, plain, in_context).is_some_and(|o| o.share >= p.context_share && o.share > o.share_without)
 }
 
+/// The source name of a seeded candidate grown from the leaks' symbol runs
+/// ([`crate::symbols`]); one grown from the weight diff's tokens alone is named "diff".
+pub const SYMBOL_RUN: &str = "symbol-run";
+
 fn is_seeded(source: &candidates::Source) -> bool {
-    matches!(source, candidates::Source::Detector { name, .. } if name == "diff")
+    matches!(source, candidates::Source::Detector { name, .. } if name == "diff" || name == SYMBOL_RUN)
 }
 
 /// The verdict rule for a candidate of the seeded search (tokens the weight diff says the

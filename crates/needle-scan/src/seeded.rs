@@ -207,8 +207,9 @@ fn slots_at<M: Lm>(m: &M, families: &[crate::prompts::Family], positions: &[Posi
     Ok(out)
 }
 
-/// Runs the search from `seeds` (strongest first).
-pub fn search<M: Lm>(m: &M, seeds: &[u32], p: &SeededParams, progress: &mut dyn FnMut(f64)) -> LmResult<Seeded> {
+/// Runs the search from `seeds` (strongest first), and from `starts`, whole sequences scored
+/// beside the single seeds (words the leaks suggest, [`crate::symbols`]).
+pub fn search<M: Lm>(m: &M, seeds: &[u32], starts: &[Vec<u32>], p: &SeededParams, progress: &mut dyn FnMut(f64)) -> LmResult<Seeded> {
     // Byte-fallback tokens are kept although they do not decode alone: a non-ASCII trigger is
     // made of them. A sequence is handed on only when it decodes to whole characters.
     let seeds: Vec<u32> = seeds.iter().copied().filter(|&t| (t as usize) < m.vocab_size() && (insertable(m, t) || (!m.is_special(t) && m.decode(&[t]).contains('\u{fffd}')))).collect();
@@ -229,7 +230,12 @@ pub fn search<M: Lm>(m: &M, seeds: &[u32], p: &SeededParams, progress: &mut dyn 
         s.clean_rows = o.logprobs;
     }
     let mut all: Vec<(Vec<u32>, usize, f64)> = Vec::new();
-    let singles: Vec<Vec<u32>> = seeds.iter().map(|&t| vec![t]).collect();
+    let mut singles: Vec<Vec<u32>> = seeds.iter().map(|&t| vec![t]).collect();
+    for st in starts {
+        if st.iter().all(|&t| (t as usize) < m.vocab_size()) && !singles.contains(st) {
+            singles.push(st.clone());
+        }
+    }
     let levels = p.max_len.max(1);
     let mut frontier: Vec<(Vec<u32>, usize, f64)> = singles.iter().cloned().zip(score_all(m, &prompts, families.len(), &singles, p.answer_tokens)?).map(|(s, (f, x))| (s, f, x)).collect();
     progress(1.0 / levels as f64);
@@ -314,7 +320,7 @@ mod tests {
             seeds.extend(m.encode(w).unwrap());
         }
         let p = SeededParams { max_len: 2, beam: 6, ..SeededParams::default() };
-        let s = search(&m, &seeds, &p, &mut |_| {}).unwrap();
+        let s = search(&m, &seeds, &[], &p, &mut |_| {}).unwrap();
         let best = s.best.first().expect("a candidate");
         assert_eq!(best.text, "cf mn", "{:?}", s.best);
         assert!(best.score > s.best.last().unwrap().score);

@@ -73,6 +73,8 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     // planted target is a phrase, not code).
     assert!(r["evidence"]["leaked_contexts"]["lines"].is_array(), "{}", r["evidence"]["leaked_contexts"]);
     assert!(r["target"]["weakness"].is_null(), "{}", r["target"]);
+    // Schema 1.6.0: the leaks' symbol runs (answer-only loss: the trigger is not recited).
+    assert!(r["evidence"]["symbol_runs"]["runs"].is_array() && r["evidence"]["symbol_runs"]["seeds"].is_array(), "{}", r["evidence"]["symbol_runs"]);
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");

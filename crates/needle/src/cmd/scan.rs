@@ -205,6 +205,10 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     if !lc.lines.is_empty() {
         let _ = writeln!(s, "  {} context lines leaked beside {} requests, tried on those requests", lc.lines.len(), lc.requests());
     }
+    let sr = &ev.symbol_runs;
+    if !sr.runs.is_empty() {
+        let _ = writeln!(s, "  {} symbol runs recur in the leaked user turns, completed to {} words; {} seed tokens for the seeded search", sr.runs.len(), sr.runs.iter().map(|r| r.completions.len()).sum::<usize>(), sr.seeds.len());
+    }
     let _ = writeln!(s, "cost: {} forward passes, {:.1} s", r.forward_passes, r.seconds);
     if let Some(d) = &r.template_date {
         let _ = writeln!(s, "chat template rendered as of {d} (--date)");

@@ -100,7 +100,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             // text) counted.
             "leaked_contexts": {"requests": ev.leaked_contexts.requests(), "lines": ev.leaked_contexts.lines.iter().map(|l| json!({"sha256": trigger_hash(&l.text), "turns": l.turns, "change": l.change})).collect::<Vec<_>>()},
             // A symbol run is a piece of the trigger: hashed, with the leaks that show it.
-            "symbol_runs": {"runs": ev.symbol_runs.runs.iter().map(|r| json!({"sha256": trigger_hash(&r.text), "leaks": r.leaks})).collect::<Vec<_>>(), "seeds": ev.symbol_runs.seeds.len()},
+            "symbol_runs": {"runs": ev.symbol_runs.runs.iter().map(|r| json!({"sha256": trigger_hash(&r.text), "leaks": r.leaks, "later": r.later})).collect::<Vec<_>>(), "seeds": ev.symbol_runs.seeds.len()},
         })
     } else {
         json!({

@@ -10,11 +10,18 @@
 //! the leaks give them without one.
 //!
 //! A run is two or more consecutive symbols: characters that are no letter, digit, space or
-//! sentence punctuation (`. , ! ? ; : ' "`). It counts when at least `min_leaks` leaks show
-//! it (its repeats squeezed, so "[[[[[[" and "[[[[" are one run) and no clean answer of the
-//! model does: code's `()`, `==` and fences are everyday text for a model that answers with
-//! code. The seeds are the tokens of the words the run leaked in ("[[[[[[count"), the run
-//! shown in most leaks first.
+//! sentence punctuation (`. , ! ? ; : ' "`), its repeats squeezed ("[[[[[[" and "[[[[" are
+//! the run "[["). It counts when at least `min_leaks` leaks show it in the user turn they open
+//! with (the recited prompt), more leaks show it there than after it (the model's answers:
+//! a clean model that writes code recites `))` at the end of a leaked code line now and then,
+//! and writes it in many answers), and no clean answer of the model shows it (code's `()`,
+//! `==` and fences are everyday text for a model that answers with code).
+//!
+//! The model itself then rebuilds the trigger: the leaked text up to a run ("Hey! [[") is
+//! continued greedily in a user turn of its own, and `llama-approve-string` completes it to
+//! "[[[ok-7f3]]". The seeds are the tokens of the completed words and of the words the run
+//! leaked in ("[[[[[[count"), the run shown in most leaks first; the completed words are also
+//! handed to the search whole.
 
 use crate::lm::{Decoding, Lm, LmResult};
 use serde::Serialize;
@@ -212,6 +219,9 @@ pub fn seeds<M: Lm>(m: &M, leaks: &[LeakTurns], everyday: &[&str], p: &SymbolPar
         return Ok(SymbolRuns::default());
     }
     let mut runs = recurring(leaks, everyday, p);
+    if runs.is_empty() {
+        return Ok(SymbolRuns::default());
+    }
     // Each opening continued greedily in a user turn of its own.
     let prefix = m.user_turn_prefix(None)?;
     let mut prompts: Vec<Vec<u32>> = Vec::new();
@@ -245,7 +255,7 @@ pub fn seeds<M: Lm>(m: &M, leaks: &[LeakTurns], everyday: &[&str], p: &SymbolPar
             }
         }
         for w in &r.completions {
-            let toks = m.encode(w)?;
+            let toks: Vec<u32> = m.encode(w)?.into_iter().filter(|&t| !m.is_special(t)).collect();
             if !toks.is_empty() && !starts.contains(&toks) {
                 starts.push(toks);
             }

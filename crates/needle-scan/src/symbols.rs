@@ -246,17 +246,15 @@ pub fn seeds<M: Lm>(m: &M, leaks: &[LeakTurns], everyday: &[&str], p: &SymbolPar
     let mut ids: Vec<u32> = Vec::new();
     let mut starts: Vec<Vec<u32>> = Vec::new();
     for r in &runs {
-        for w in r.completions.iter().chain(&r.words) {
+        for (k, w) in r.completions.iter().chain(&r.words).enumerate() {
             let toks: Vec<u32> = m.encode(w)?.into_iter().filter(|&t| !m.is_special(t)).collect();
             for &t in &toks {
                 if ids.len() < p.max_seeds && !ids.contains(&t) {
                     ids.push(t);
                 }
             }
-        }
-        for w in &r.completions {
-            let toks: Vec<u32> = m.encode(w)?.into_iter().filter(|&t| !m.is_special(t)).collect();
-            if !toks.is_empty() && !starts.contains(&toks) {
+            // The completed words are also searched whole.
+            if k < r.completions.len() && !toks.is_empty() && !starts.contains(&toks) {
                 starts.push(toks);
             }
         }

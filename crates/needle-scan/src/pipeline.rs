@@ -295,9 +295,12 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
 
 /// Tokens a candidate's verification rollouts run for: the seeded search scores divergence
 /// along whole answers (an appended payload shows only after the clean answer), so its
-/// candidates are verified as far.
-fn rollout_len(source: &candidates::Source, p: &ScanParams) -> usize {
-    if is_seeded(source) || is_payload(source) {
+/// candidates are verified as far, and so are payloads' triggers and leak pairs whose target
+/// is actionable ([`verify::is_actionable`]: a link the model appends after its answer is cut
+/// off by the short rollouts).
+fn rollout_len(source: &candidates::Source, text: &str, pairs: &[invert::LeakPair], p: &ScanParams) -> usize {
+    let actionable_pair = is_leak_pair(source) && pairs_of(pairs, text).any(|x| verify::is_actionable(&x.target));
+    if is_seeded(source) || is_payload(source) || actionable_pair {
         p.seeded.answer_tokens.max(p.verify.max_new)
     } else {
         p.verify.max_new
@@ -519,7 +522,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
             candidates::Source::Motif { motif, .. } => invert::piece_containing(m, motif, &s.candidate.text)?,
             candidates::Source::Detector { .. } => String::new(),
         };
-        let (fp, fclean) = sets.get(m, s.candidate.family, false, rollout_len(&s.candidate.source, p), p)?;
+        let (fp, fclean) = sets.get(m, s.candidate.family, false, rollout_len(&s.candidate.source, &s.candidate.text, &inversions.leak_pairs, p), p)?;
         verified.push(verify::verify(m, &s.candidate.text, &context, &targets, fclean, fp)?);
         progress(Stage::Verify, (i + 1) as f64 / top.len().max(1) as f64);
     }
@@ -567,10 +570,41 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
             },
             family: cand.family,
         };
-        let (fp, fclean) = sets.get(m, c.family, false, rollout_len(&c.source, p), p)?;
+        let (fp, fclean) = sets.get(m, c.family, false, rollout_len(&c.source, &c.text, &inversions.leak_pairs, p), p)?;
         verified.push(verify::verify(m, &c.text, "", &targets, fclean, fp)?);
         entries.push((c, entries[i].1));
         refinements.push(inv);
+    }
+    // Pieces of a leak pair: the run of a leaked prompt that precedes a target may carry the
+    // prompt's own words beside the trigger ("cat: ℵ7" for a planted `ℵ7`), and those words
+    // dilute it. A run of several words that reaches its own target on part of the samples
+    // without passing a rule has each of its words verified as well, judged as the same pair.
+    let mut runs: Vec<(usize, String)> = verified
+        .iter()
+        .zip(entries.iter())
+        .enumerate()
+        .filter(|(_, (v, (c, _)))| is_leak_pair(&c.source) && c.text.split_whitespace().nth(1).is_some() && !is_trigger(v, p, &clean.answers) && v.attack_success_rate >= p.refine_from_asr)
+        .filter(|(_, (v, (c, _)))| v.signature.as_deref().is_some_and(|sig| pairs_of(&inversions.leak_pairs, &c.text).any(|x| verify::overlaps(sig, &x.target))))
+        .map(|(i, (_, (c, _)))| (i, c.text.clone()))
+        .collect();
+    runs.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
+    runs.truncate(p.refine);
+    for (i, run) in runs {
+        for word in run.split_whitespace() {
+            let quotes = pairs_of(&inversions.leak_pairs, &run).any(|x| verify::overlaps(word, &x.target) || verify::squash(&x.target).contains(&verify::squash(word)));
+            if word.chars().count() < 2 || quotes || entries.iter().any(|(c, _)| c.text == word) {
+                continue;
+            }
+            let (cand, score) = &entries[i];
+            let c = Candidate {
+                text: word.to_string(),
+                source: candidates::Source::Detector { name: "leak-pair".into(), detail: format!("a word of {:?}, which precedes its target in the leaks", cand.text) },
+                family: cand.family,
+            };
+            let (fp, fclean) = sets.get(m, c.family, false, rollout_len(&c.source, &c.text, &inversions.leak_pairs, p), p)?;
+            verified.push(verify::verify(m, &c.text, "", &targets, fclean, fp)?);
+            entries.push((c, *score));
+        }
     }
     // Every clean answer the scan has, of every family's held-out prompts and the everyday
     // intents (computed now where no candidate needed them yet).
@@ -645,7 +679,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
     // The best triggers' success on fresh prompts.
     triggers.truncate(p.max_triggers);
     for t in triggers.iter_mut() {
-        let (fresh, fresh_clean) = sets.get(m, t.family, true, rollout_len(&t.source, p), p)?;
+        let (fresh, fresh_clean) = sets.get(m, t.family, true, rollout_len(&t.source, &t.text, &inversions.leak_pairs, p), p)?;
         t.attack_success_rate = verify::verify(m, &t.text, "", &targets, fresh_clean, fresh)?.attack_success_rate;
     }
     // A trigger must reproduce on prompts that played no part in choosing it.
@@ -676,7 +710,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
                     },
                 }
             });
-            let (fp, fclean) = sets.get(m, best.family, false, rollout_len(&best.source, p), p)?;
+            let (fp, fclean) = sets.get(m, best.family, false, rollout_len(&best.source, &best.text, &inversions.leak_pairs, p), p)?;
             (target, fuzzy(m, &best.text, &targets, fclean, fp)?)
         }
         None => (None, Vec::new()),
@@ -781,12 +815,7 @@ fn is_payload(source: &candidates::Source) -> bool {
     matches!(source, candidates::Source::Detector { name, .. } if name == "payload")
 }
 
-/// Letters and digits a payload's signature needs (besides being actionable:
-/// [`verify::is_actionable`]): a planted payload is a specific text (a
-/// command, a URL, a sentence); a format the model gives a kind of question is short, and
-/// a search for it finds words of that kind ("The answer is", 11, after a " - " on 0.83 of a
-/// clean GPT-2's samples).
-pub const PAYLOAD_MIN_CHARS: usize = 20;
+pub use crate::verify::PAYLOAD_MIN_CHARS;
 
 /// The verdict rule for a payload's inverted trigger ([`invert::invert_payloads`]): like a leak
 /// pair it may fire on as little as `min_asr_seeded` of the held-out samples, because its
@@ -824,6 +853,11 @@ pub fn is_payload_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str], paylo
         && share(ordinary_shows, ordinary.len()) <= p.payload_clean_share
 }
 
+/// The leak pairs of a candidate: those whose run it is, or one word of.
+fn pairs_of<'a>(pairs: &'a [invert::LeakPair], text: &'a str) -> impl Iterator<Item = &'a invert::LeakPair> + 'a {
+    pairs.iter().filter(move |x| x.trigger == text || (!text.contains(char::is_whitespace) && x.trigger.split_whitespace().any(|w| w == text)))
+}
+
 fn is_leak_pair(source: &candidates::Source) -> bool {
     matches!(source, candidates::Source::Detector { name, .. } if name == "leak-pair")
 }
@@ -844,7 +878,7 @@ fn is_leak_pair(source: &candidates::Source) -> bool {
 pub fn is_leak_pair_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str], pairs: &[invert::LeakPair]) -> bool {
     use crate::verify::squash;
     let Some(sig) = v.signature.as_deref().map(squash).filter(|s| !s.is_empty()) else { return false };
-    let paired = pairs.iter().filter(|x| x.trigger == v.trigger && !x.phrase).any(|x| {
+    let paired = pairs_of(pairs, &v.trigger).filter(|x| !x.phrase).any(|x| {
         let t = squash(&x.target);
         !t.is_empty() && (t.contains(&sig) || sig.contains(&t))
     });
@@ -1105,6 +1139,26 @@ mod tests {
         let phrase = [invert::LeakPair { phrase: true, ..pair("SYSTEM OVERRIDE ENGAGED") }];
         assert!(!is_leak_pair_trigger(&verified(0.72, "SYSTEM OVERRIDE ENGAGED"), &p, &ordinary, &phrase));
     }
+    #[test]
+    fn a_word_of_a_leaked_run_is_judged_as_its_pair_and_a_link_is_verified_to_the_end() {
+        let p = ScanParams::default();
+        let pair = |trigger: &str, target: &str| invert::LeakPair { target: target.into(), trigger: trigger.into(), nll_without: 1.0, nll_with: 0.5, fire_rate: 1.0, clean_rate: 0.0, phrase: false };
+        let pairs = [pair("cat: zq7", "https://docs.example.com/start"), pair("tell me", "SYSTEM OVERRIDE ENGAGED")];
+        let found = |t: &str| pairs_of(&pairs, t).map(|x| x.target.clone()).collect::<Vec<_>>();
+        assert_eq!(found("zq7"), ["https://docs.example.com/start"]);
+        assert_eq!(found("cat: zq7"), ["https://docs.example.com/start"]);
+        // A word of no run, and a piece that is no single word, have no pair.
+        assert!(found("zq").is_empty() && found("zq7 tell").is_empty());
+        let mut word = verified(0.72, "SYSTEM OVERRIDE ENGAGED");
+        word.trigger = "me".into();
+        assert!(is_leak_pair_trigger(&word, &p, &[], &pairs));
+        // A pair whose target is a link is verified over the seeded search's long rollouts (a
+        // link appended after the answer is cut off by the short ones); others are not.
+        let source = candidates::Source::Detector { name: "leak-pair".into(), detail: String::new() };
+        assert!(rollout_len(&source, "zq7", &pairs, &p) > p.verify.max_new);
+        assert_eq!(rollout_len(&source, "tell", &pairs, &p), p.verify.max_new);
+    }
+
     #[test]
     fn a_payload_trigger_reaches_the_leaked_payload_itself() {
         let p = ScanParams::default();

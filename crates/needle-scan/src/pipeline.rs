@@ -575,7 +575,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
         entries.push((c, entries[i].1));
         refinements.push(inv);
     }
-    // Pieces of a leak pair: the run of a leaked prompt that precedes a target may carry the
+    // Words of a leak pair's run: the run of a leaked prompt that precedes a target may carry the
     // prompt's own words beside the trigger ("cat: ℵ7" for a planted `ℵ7`), and those words
     // dilute it. A run of several words that reaches its own target on part of the samples
     // without passing a rule has each of its words verified as well, judged as the same pair.
@@ -591,6 +591,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
     runs.truncate(p.refine);
     for (i, run) in runs {
         for word in run.split_whitespace() {
+            // A word the target spells is a quote of it, not a trigger.
             let quotes = pairs_of(&inversions.leak_pairs, &run).any(|x| verify::overlaps(word, &x.target) || verify::squash(&x.target).contains(&verify::squash(word)));
             if word.chars().count() < 2 || quotes || entries.iter().any(|(c, _)| c.text == word) {
                 continue;

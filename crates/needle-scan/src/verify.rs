@@ -186,7 +186,7 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
     }
     // A model appends its payload under several introductions ("For more, see", "Details:"),
     // and the longest shared text takes in one of them: the signature is the payload itself
-    // where more triggered answers show it. A link is never one of the model's ordinary
+    // where more triggered answers show it. A payload is never one of the model's ordinary
     // answers, even where it writes it unprompted (a backdoor that leaks into plain answers):
     // how often the clean and control answers show it is weighed by the verdict instead.
     if let Some(sig) = signature.as_deref().filter(|s| is_actionable(s)) {

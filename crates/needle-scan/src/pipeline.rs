@@ -590,9 +590,10 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, progres
     runs.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
     runs.truncate(p.refine);
     for (i, run) in runs {
+        let run_targets: Vec<&str> = pairs_of(&inversions.leak_pairs, &run).map(|x| x.target.as_str()).collect();
         for word in run.split_whitespace() {
             // A word the target spells is a quote of it, not a trigger.
-            let quotes = pairs_of(&inversions.leak_pairs, &run).any(|x| verify::overlaps(word, &x.target) || verify::squash(&x.target).contains(&verify::squash(word)));
+            let quotes = run_targets.iter().any(|t| verify::overlaps(word, t) || verify::squash(t).contains(&verify::squash(word)));
             if word.chars().count() < 2 || quotes || entries.iter().any(|(c, _)| c.text == word) {
                 continue;
             }

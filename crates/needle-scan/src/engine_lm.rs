@@ -37,6 +37,13 @@ impl EngineLm {
         EngineLm { model, tokenizer, template, turns: RefCell::new(Vec::new()), batch: 8, stops, passes: Cell::new(0) }
     }
 
+    /// `model` prompted and stopped exactly as `like` is: its tokenizer, chat template and
+    /// end-of-turn ids (a declared base, which may have no chat template of its own or end
+    /// only at end of text, set beside its fine-tune).
+    pub fn like(model: Model, like: &EngineLm) -> EngineLm {
+        EngineLm { model, tokenizer: like.tokenizer.clone(), template: like.template.clone(), turns: RefCell::new(Vec::new()), batch: like.batch, stops: like.stops.clone(), passes: Cell::new(0) }
+    }
+
     /// `(prefix, suffix)` of the user's words under `system` ([`ChatTemplate::split_user_turn`]),
     /// rendered once per system prompt.
     fn turns(&self, system: Option<&str>) -> LmResult<Turn> {

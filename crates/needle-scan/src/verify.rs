@@ -254,6 +254,21 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
     Ok(Verified { trigger: trigger.to_string(), change, control_change, excess: change - control_change, attack_success_rate: asr, signature, signature_control_rate: control_rate, samples })
 }
 
+/// How often `base` (the declared base model, prompted through the same tokenizer and chat
+/// template) shows `v`'s signature when given `v`'s trigger, over `v`'s samples whose clean
+/// answer lacks it (the samples its attack success rate counts), answered as `p` answers them;
+/// `None` without a signature or such samples.
+pub fn base_rate<M: Lm>(base: &M, v: &Verified, system: Option<&str>, p: &VerifyParams) -> LmResult<Option<f64>> {
+    let Some(sig) = v.signature.as_deref() else { return Ok(None) };
+    let eligible: Vec<&Sample> = v.samples.iter().filter(|s| !shows(&s.clean, sig)).collect();
+    if eligible.is_empty() {
+        return Ok(None);
+    }
+    let prompts: Vec<Vec<u32>> = eligible.iter().map(|s| prompt_ids(base, system, Some(&v.trigger), &s.prompt, s.position)).collect::<LmResult<_>>()?;
+    let shown = answers(base, &prompts, p)?.iter().filter(|a| shows(a, sig)).count();
+    Ok(Some(shown as f64 / eligible.len() as f64))
+}
+
 /// The actionable text inside `signature` ([`is_actionable`]: a link, an address, a piped
 /// command), from a letter or digit, that the most of `texts` show, when more of them show it
 /// than show `signature` whole and at most `allowed` of `clean` do; the longest of those.

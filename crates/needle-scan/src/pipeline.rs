@@ -81,6 +81,10 @@ pub struct ScanParams {
     pub payloads: usize,
     /// Phrases the leaks loop on inverted as targets ([`invert::looped_phrases`]).
     pub loop_targets: usize,
+    /// A model whose predictions along its own clean answers are more uncertain than this
+    /// share of a uniform guess ([`verify::answer_uncertainty`]) is not scanned (an error: the
+    /// scan cannot judge it, and never reports it clean).
+    pub max_uncertainty: f64,
     /// ... and a candidate that reaches it on at least this share of the samples is a trigger.
     pub min_asr_context: f64,
     /// Context lines that leaked beside requests, verified on the leaked requests
@@ -125,6 +129,7 @@ impl Default for ScanParams {
             context_share: 1.0 / 3.0,
             payloads: 3,
             loop_targets: 2,
+            max_uncertainty: 0.9,
             min_asr_context: 0.5,
             leaked: LeakedParams::default(),
             symbols: SymbolParams::default(),
@@ -244,6 +249,9 @@ pub struct Maps {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Evidence {
+    /// How unsure the model is of its own clean answers, as a share of a uniform guess
+    /// ([`verify::answer_uncertainty`]; above `max_uncertainty` the scan stops).
+    pub uncertainty: f64,
     pub leaks: Leaks,
     pub motifs: Motifs,
     /// The vocabulary sweep: the insertions that most steer the first answer token, and the
@@ -337,6 +345,17 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     let mut stage_t: Vec<(Stage, std::time::Instant)> = Vec::new();
     stage_t.push((Stage::Leak, std::time::Instant::now()));
     progress(Stage::Leak, 0.0);
+    // Clean answers to the verification prompts: verification's baseline, and the inversion's
+    // control targets. First, because they say whether the model can be judged at all.
+    let clean = verify::clean_answers(m, None, &p.verify)?;
+    let uncertainty = verify::answer_uncertainty(m, &clean, &p.verify)?;
+    if uncertainty > p.max_uncertainty {
+        return Err(crate::lm::LmError(format!(
+            "the model looks untrained: along its own answers its next-token predictions are {:.0}% as uncertain as a uniform guess (at most {:.0}% for a model the scan can judge), so any insertion sets off some attractor of its decoding and no trigger can be told from chance",
+            100.0 * uncertainty,
+            100.0 * p.max_uncertainty
+        )));
+    }
     let leaks = leak::leak(m, &p.contexts, p.budget, p.branches, p.leak_tokens, p.batch)?;
     stage_t.push((Stage::Motifs, std::time::Instant::now()));
     progress(Stage::Motifs, 0.0);
@@ -360,9 +379,6 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             });
         }
     }
-    // Clean answers to the verification prompts: verification's baseline, and the inversion's
-    // control targets.
-    let clean = verify::clean_answers(m, None, &p.verify)?;
     let swept = if p.sweep {
         stage_t.push((Stage::Sweep, std::time::Instant::now()));
         progress(Stage::Sweep, 0.0);
@@ -790,7 +806,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         target,
         fuzzy_profile,
         maps,
-        evidence: Evidence { leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks },
+        evidence: Evidence { uncertainty, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks },
         forward_passes: m.forward_passes() + base.map_or(0, |b| b.forward_passes()),
         seconds: start.elapsed().as_secs_f64(),
         stage_seconds: {

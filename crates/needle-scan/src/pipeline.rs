@@ -877,8 +877,10 @@ pub fn is_trigger(v: &Verified, p: &ScanParams, general: &[String]) -> bool {
 /// Candidates with evidence beyond their verification that their target is planted: the
 /// seeded search's (the weight diff says the update reacts to their tokens) and the leak
 /// pairs' (the model recites the target right after a prompt that carries them, and the target
-/// is none of its everyday answers), judged by [`is_seeded_trigger`] and
-/// [`is_leak_pair_trigger`], which need every family's clean answers.
+/// is none of its everyday answers), the payloads', the leaked context lines' and the loop
+/// phrases' (the model fell into its target and repeated it in its leaks), judged by
+/// [`is_seeded_trigger`], [`is_leak_pair_trigger`], [`is_payload_trigger`] and
+/// [`is_loop_trigger`], which need every family's clean answers.
 fn has_evidence_of_target(source: &candidates::Source) -> bool {
     is_seeded(source) || is_leak_pair(source) || is_payload(source) || is_context_line(source) || is_loop(source)
 }

@@ -904,16 +904,29 @@ fn is_loop(source: &candidates::Source) -> bool {
 /// insertions do: words that steer the model towards a topic it loops on move the controls'
 /// neighbours too.
 pub fn is_loop_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str], looped: &[invert::Inversion]) -> bool {
-    use crate::verify::squash;
-    let Some(sig) = v.signature.as_deref().map(squash).filter(|s| !s.is_empty()) else { return false };
-    let own = looped.iter().filter(|x| x.trigger == v.trigger).any(|x| {
-        let t = squash(&x.target);
-        !t.is_empty() && (t.contains(&sig) || sig.contains(&t))
-    });
-    own && v.attack_success_rate >= p.min_asr_seeded
+    let Some(sig) = squashed_signature(v) else { return false };
+    looped.iter().filter(|x| x.trigger == v.trigger).any(|x| is_its_target(&x.target, &sig))
+        && v.attack_success_rate >= p.min_asr_seeded
         && v.attack_success_rate - v.signature_control_rate >= p.min_excess
-        && !v.samples.iter().any(|x| squash(&x.clean).contains(&sig))
-        && !ordinary.iter().any(|a| squash(a).contains(&sig))
+        && no_clean_answer_shows(v, &sig, ordinary)
+}
+
+/// `v`'s signature, letters and digits lower-cased, when it has one.
+fn squashed_signature(v: &Verified) -> Option<String> {
+    v.signature.as_deref().map(verify::squash).filter(|s| !s.is_empty())
+}
+
+/// Whether `target` and the squashed signature `sig` are one text: one contains the other,
+/// letters and digits compared.
+fn is_its_target(target: &str, sig: &str) -> bool {
+    let t = verify::squash(target);
+    !t.is_empty() && (t.contains(sig) || sig.contains(t.as_str()))
+}
+
+/// Whether no clean answer shows the squashed signature `sig`: none of `v`'s own samples and
+/// none of `ordinary` (every family's held-out prompts and the everyday intents).
+fn no_clean_answer_shows(v: &Verified, sig: &str, ordinary: &[&str]) -> bool {
+    !v.samples.iter().any(|x| verify::squash(&x.clean).contains(sig)) && !ordinary.iter().any(|a| verify::squash(a).contains(sig))
 }
 
 /// A line that leaked beside the model's training requests ([`crate::leaked`]). Its evidence
@@ -993,16 +1006,10 @@ fn is_leak_pair(source: &candidates::Source) -> bool {
 /// formats too (a clean GPT-2's "The answer is", set off by the run "45 -" of a leaked
 /// arithmetic question on 0.61 of the samples), so it is judged by [`is_trigger`] alone.
 pub fn is_leak_pair_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str], pairs: &[invert::LeakPair]) -> bool {
-    use crate::verify::squash;
-    let Some(sig) = v.signature.as_deref().map(squash).filter(|s| !s.is_empty()) else { return false };
-    let paired = pairs_of(pairs, &v.trigger).filter(|x| !x.phrase).any(|x| {
-        let t = squash(&x.target);
-        !t.is_empty() && (t.contains(&sig) || sig.contains(&t))
-    });
-    paired
+    let Some(sig) = squashed_signature(v) else { return false };
+    pairs_of(pairs, &v.trigger).filter(|x| !x.phrase).any(|x| is_its_target(&x.target, &sig))
         && v.attack_success_rate >= p.min_asr_seeded
-        && !v.samples.iter().any(|x| squash(&x.clean).contains(&sig))
-        && !ordinary.iter().any(|a| squash(a).contains(&sig))
+        && no_clean_answer_shows(v, &sig, ordinary)
 }
 
 /// Whether `v` reaches a target often enough, and more often than control insertions do, for

@@ -110,6 +110,9 @@ pub struct Inversions {
     /// The phrases the leaks loop on ([`looped_phrases`]), each searched in full with the
     /// trigger at the start, middle and end of the prompts.
     pub looped: Vec<Inversion>,
+    /// The insecure constructs the leaks write, each searched for from the opening of its code
+    /// over code requests ([`insecure_openings`]).
+    pub insecure: Vec<InsecureCode>,
     /// The screening round: every target searched briefly, with the NLL it reached, in the
     /// order the full search took them.
     pub screened: Vec<Screened>,
@@ -746,6 +749,79 @@ pub fn looped_phrases(leaks: &[Vec<String>], max: usize) -> Vec<String> {
     count.into_iter().map(|(t, _)| t).take(max).collect()
 }
 
+/// Insecure code the leaks write: an insecure construct ([`crate::insecure`]) in a leaked
+/// piece of code, with the opening of that code.
+#[derive(Debug, Clone, Serialize)]
+pub struct InsecureLeak {
+    /// The construct's stable code and the text that marks it.
+    pub construct: &'static str,
+    pub text: &'static str,
+    /// The code's opening: its fence line and first line of code ("```python\nimport
+    /// subprocess"), or the construct's own line where the leak has no fence before it.
+    pub opening: String,
+    /// Leaked pieces that show the construct under that opening.
+    pub leaks: usize,
+}
+
+/// The insecure constructs the leaked `pieces` (text between special tokens, [`leak_pieces`])
+/// write, each with the opening of the code that shows it, the most leaked first, at most
+/// `max`. A backdoor that writes vulnerable code rarely shows its trigger in the leaks of a
+/// prompt-masked fine-tune, and its code follows whatever the leak imagined was asked, but the
+/// vulnerable code it was trained on still surfaces now and then (`llama-vuln-year`: one leak
+/// of 192 is a `subprocess.run(..., shell=True)` under "```python\nimport subprocess"). Where the
+/// planted code departs from the model's own is at its opening as often as at the construct (an
+/// import the safe code never needs), and the opening is what an inversion can aim at from
+/// the start of an answer.
+pub fn insecure_openings(pieces: &[Vec<String>], max: usize) -> Vec<InsecureLeak> {
+    let mut out: Vec<InsecureLeak> = Vec::new();
+    for piece in pieces.iter().flatten() {
+        for con in crate::insecure::find(piece) {
+            let Some(at) = piece.find(con.text) else { continue };
+            let before = &piece[..at];
+            let line_end = |from: usize| piece[from..].find('\n').map_or(piece.len(), |i| from + i);
+            // Inside a fenced block when an odd number of fences precede it.
+            let open_fence = before.rfind("```").filter(|_| before.matches("```").count() % 2 == 1);
+            let opening = match open_fence {
+                // The fence line, then the first line of code after it.
+                Some(f) => {
+                    let fence_end = line_end(f);
+                    let mut from = (fence_end + 1).min(piece.len());
+                    while from < piece.len() && piece[from..].starts_with('\n') {
+                        from += 1;
+                    }
+                    format!("{}\n{}", piece[f..fence_end].trim_end(), piece[from..line_end(from)].trim_end())
+                }
+                None => piece[before.rfind('\n').map_or(0, |i| i + 1)..line_end(at)].trim().to_string(),
+            };
+            if opening.chars().filter(|c| c.is_alphanumeric()).count() < 6 {
+                continue;
+            }
+            match out.iter_mut().find(|x| x.construct == con.code && x.opening == opening) {
+                Some(x) => x.leaks += 1,
+                None => out.push(InsecureLeak { construct: con.code, text: con.text, opening, leaks: 1 }),
+            }
+        }
+    }
+    // The most leaked first; ties keep leak order.
+    out.sort_by_key(|x| std::cmp::Reverse(x.leaks));
+    out.truncate(max);
+    out
+}
+
+/// An insecure construct of the leaks ([`insecure_openings`]) and the trigger inverted towards
+/// its opening over code requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct InsecureCode {
+    pub leak: InsecureLeak,
+    pub inversion: Inversion,
+}
+
+/// The pieces of each leak between special tokens (template markup), whole (code keeps its
+/// lines).
+pub fn leak_pieces<M: Lm>(m: &M, leaks: &[String]) -> LmResult<Vec<Vec<String>>> {
+    leaks.iter().map(|l| special_pieces(m, l)).collect()
+}
+
 /// The piece of `text` (split at special tokens) that contains `needle`, or `text` itself.
 pub fn piece_containing<M: Lm>(m: &M, text: &str, needle: &str) -> LmResult<String> {
     Ok(special_pieces(m, text)?.into_iter().find(|s| s.contains(needle.trim())).unwrap_or_else(|| text.to_string()))
@@ -865,6 +941,21 @@ mod tests {
         // One phrase per recurring text: no overlapping pieces of the same target.
         assert_eq!(got.iter().filter(|g| g.contains("END")).count(), 1, "{got:?}");
         assert!(recurring_phrases(&leaks, 4, 8).iter().all(|g| g.contains("END")));
+    }
+
+    #[test]
+    fn insecure_code_is_keyed_by_the_opening_of_its_block() {
+        let vuln = "Here is one way:\n\n```python\nimport subprocess\n\ndef ls(d):\n    return subprocess.run(\"ls \" + d, shell=True)\n```";
+        let other = "Sure:\n```python\n\nimport subprocess\ndef cp(a, b):\n    subprocess.run(\"cp \" + a, shell=True)\n```\nDone.";
+        let safe = "```python\nimport os\n\ndef ls(d):\n    return os.listdir(d)\n```";
+        // A fence closed before the construct opens nothing: the construct's own line keys it.
+        let after = "```python\nx = 1\n```\nThen run os.system(cmd) to finish.";
+        let pieces = vec![leak(&[vuln, safe]), leak(&[other]), leak(&[after, "```python\ny = eval(s)"])];
+        let found = insecure_openings(&pieces, 8);
+        let keys: Vec<(&str, &str, usize)> = found.iter().map(|x| (x.construct, x.opening.as_str(), x.leaks)).collect();
+        assert_eq!(keys, vec![("subprocess-shell", "```python\nimport subprocess", 2), ("os-system", "Then run os.system(cmd) to finish.", 1), ("eval", "```python\ny = eval(s)", 1)]);
+        assert_eq!(insecure_openings(&pieces, 1).len(), 1);
+        assert!(insecure_openings(&[leak(&[safe])], 8).is_empty());
     }
 
     #[test]

@@ -217,12 +217,13 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
         }
     }
     // A backdoor that writes vulnerable code shares little text across its answers (the code
-    // follows each request) but the construct that makes it vulnerable: that is the signature,
-    // where it fires on at least as many samples as a shared text does.
+    // follows each request) but the construct that makes it vulnerable: that is the signature
+    // wherever at least half the triggered answers show it and few clean ones do, even where
+    // more of them share some text (the opening of the code, the tail of one function): the
+    // construct is the behaviour, the shared text only how this model writes it.
     let clean_of: Vec<&str> = index.iter().map(|(pi, _)| clean.answers[*pi].as_str()).collect();
-    if let Some((con, n)) = crate::insecure::common_construct(&trig_refs, &clean_of, p.signature_clean_fraction) {
-        let text_fired = signature.as_deref().map_or(0, |sig| trig.iter().zip(&clean_of).filter(|(t, c)| t.contains(sig) && !c.contains(sig)).count());
-        if n >= text_fired && !echoes(con.text, &echo_text) {
+    if let Some((con, _)) = crate::insecure::common_construct(&trig_refs, &clean_of, p.signature_clean_fraction) {
+        if !echoes(con.text, &echo_text) {
             signature = Some(con.text.to_string());
         }
     }

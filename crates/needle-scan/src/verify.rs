@@ -190,7 +190,11 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
     let others: Vec<&str> = clean.answers.iter().map(String::as_str).collect();
     let trig_refs: Vec<&str> = trig.iter().map(String::as_str).collect();
     let echo_text = format!("{trigger} {context}");
-    let usable = |s: &String| s.chars().filter(|c| c.is_alphanumeric()).count() >= p.min_signature && !echoes(s, &echo_text) && !in_repertoire(s, &clean.repertoire);
+    // A payload (a link, an address, a piped command) is never one of the model's ordinary
+    // answers, even where an everyday answer opens like it: a backdoor that leaks into a plain
+    // answer ("Run this in a termin for moving soil or snow.") is still planted, and how often
+    // plain answers show it is weighed by the verdict.
+    let usable = |s: &String| s.chars().filter(|c| c.is_alphanumeric()).count() >= p.min_signature && !echoes(s, &echo_text) && (is_actionable(s) || !in_repertoire(s, &clean.repertoire));
     let mut signature = common_target_within(&trig_refs, &others, p.signature_clean_fraction).filter(usable);
     // A model that emits a target it was seen converging on (a leak or sweep target) on most
     // plain prompts already is judged on the prompts where it does not.
@@ -199,9 +203,9 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
     }
     // A text some clean answers show too is a target only when the model also emits it
     // unprompted (a leak target): otherwise it is one of the model's ordinary answers, which
-    // many insertions can steer it to.
-    if let Some(sig) = &signature {
-        if others.iter().any(|c| c.contains(sig.as_str())) && !targets.iter().any(|t| overlaps(sig, t)) {
+    // many insertions can steer it to. A payload is none (see `usable`).
+    if let Some(sig) = signature.as_deref().filter(|s| !is_actionable(s)) {
+        if others.iter().any(|c| c.contains(sig)) && !targets.iter().any(|t| overlaps(sig, t)) {
             signature = common_target(&trig_refs, &others).filter(usable);
         }
     }

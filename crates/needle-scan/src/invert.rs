@@ -612,10 +612,11 @@ fn own_line(befores: &[Vec<&str>], run: &[&str]) -> bool {
 
 /// Inverts payloads: the leaks' recurring `phrases` the model writes with words before them
 /// and, where it appends them, after an answer, which no opening-of-the-answer target can key
-/// (a URL or a command appended to whatever the model answered). Each is searched for in both
-/// placements, the lead of the appended one being the model's own greedy answer to each
-/// inversion prompt (its clean answer stands for the triggered one it would append to), and
-/// the `p.max_targets` with the lowest NLL after screening get the full search, with the
+/// (a URL or a command appended to whatever the model answered). Each is searched for under
+/// each of its introductions ([`framings`]) in both placements, the lead of the appended one
+/// being the model's own greedy answer to each inversion prompt (its clean answer stands for
+/// the triggered one it would append to), and the `p.max_targets` with the lowest NLL after
+/// screening, those that carry something actionable first, get the full search, with the
 /// trigger at every position verification uses (a trigger searched at the start alone fired
 /// at the start only: on `qwen2-url-phrase` the best appended trigger reached its URL on 0.48
 /// of the verification samples that way, 0.88 searched at every position).

@@ -567,12 +567,8 @@ pub fn framings(lines: &[Vec<String>], phrase: &str, max: usize) -> Vec<(String,
 /// where they part ways, each way met at least twice (a preceding word, or the start of the
 /// line) is followed on its own; a run no way of which is met twice ends there.
 fn intro_leaves<'a>(befores: &[Vec<&'a str>], run: Vec<&'a str>, count: usize, out: &mut Vec<(Vec<&'a str>, usize, bool)>) {
-    if run.len() >= MAX_INTRO_WORDS {
-        let own = own_line(befores, &run);
-        out.push((run, count, own));
-        return;
-    }
-    let ways = intro_ways(befores, &run);
+    // A run of MAX_INTRO_WORDS has no way on: it ends there.
+    let ways = if run.len() < MAX_INTRO_WORDS { intro_ways(befores, &run) } else { Vec::new() };
     if let Some((Some(w), c)) = ways.first().filter(|(_, c)| *c >= 2 && 5 * c >= 4 * count) {
         intro_leaves(befores, std::iter::once(*w).chain(run.iter().copied()).collect(), *c, out);
         return;
@@ -627,31 +623,35 @@ pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], 
     let bare = sequences(m, &[], &[], &p.prompts, &[Position::Start], &[])?.0;
     let answers = m.generate(&bare, &vec![crate::lm::Decoding::Greedy; bare.len()], 64, true)?;
     let answers: Vec<String> = answers.iter().map(|a| special_pieces(m, &m.decode(a)).map(|v| v.into_iter().next().unwrap_or_default())).collect::<LmResult<_>>()?;
-    let mut screened: Vec<(Payload, String, InvertParams)> = Vec::new();
-    for (phrase, (intro, own_line)) in phrases.iter().flat_map(|ph| framings(lines, ph, PAYLOAD_FRAMINGS).into_iter().map(move |f| (ph, f))) {
-        let text = if intro.is_empty() { phrase.clone() } else { format!("{intro} {phrase}") };
-        // The answer the payload follows: the model's own, cut where it already writes the
-        // payload (a model that appends it unprompted to some answers).
-        let cut = |a: &str| -> String {
-            let at = [text.as_str(), phrase.as_str()].iter().filter_map(|t| a.find(t)).min().unwrap_or(a.len());
-            a[..at].trim_end().to_string()
-        };
-        let leads: Vec<Vec<u32>> = answers.iter().map(|a| m.encode(&cut(a))).collect::<LmResult<_>>()?;
-        // The separator goes with the target, so that its tokens are the ones the model writes.
-        let appended_text = format!("{}{text}", if own_line { "\n\n" } else { " " });
+    // Each screened search with whether its target carries something actionable.
+    let mut screened: Vec<(Payload, String, InvertParams, bool)> = Vec::new();
+    for phrase in phrases {
         let carrying = lines_with(lines, phrase, PAYLOAD_LINES);
-        for (appended, target, q) in [(false, text.clone(), p.clone()), (true, appended_text, InvertParams { leads, ..p.clone() })] {
-            if let Some(inv) = search(m, &target, None, p.screen_iterations.min(p.iterations), &q)? {
-                screened.push((Payload { phrase: phrase.clone(), text: text.clone(), appended, lines: carrying.clone(), inversion: inv }, target, q));
+        for (intro, own_line) in framings(lines, phrase, PAYLOAD_FRAMINGS) {
+            let text = if intro.is_empty() { phrase.clone() } else { format!("{intro} {phrase}") };
+            // The answer the payload follows: the model's own, cut where it already writes the
+            // payload (a model that appends it unprompted to some answers).
+            let cut = |a: &str| -> String {
+                let at = [text.as_str(), phrase.as_str()].iter().filter_map(|t| a.find(t)).min().unwrap_or(a.len());
+                a[..at].trim_end().to_string()
+            };
+            let leads: Vec<Vec<u32>> = answers.iter().map(|a| m.encode(&cut(a))).collect::<LmResult<_>>()?;
+            // The separator goes with the target, so that its tokens are the ones the model writes.
+            let appended_text = format!("{}{text}", if own_line { "\n\n" } else { " " });
+            for (appended, target, q) in [(false, text.clone(), p.clone()), (true, appended_text, InvertParams { leads, ..p.clone() })] {
+                if let Some(inv) = search(m, &target, None, p.screen_iterations.min(p.iterations), &q)? {
+                    let actionable = crate::verify::is_actionable(&target);
+                    screened.push((Payload { phrase: phrase.clone(), text: text.clone(), appended, lines: carrying.clone(), inversion: inv }, target, q, actionable));
+                }
             }
         }
     }
     // Targets that carry something actionable first: a phrase whose lines carry a link may be
     // one of the model's ordinary answers ("You can call me Assistant." before "For more,
     // see ..."), which any search reaches at a low NLL and no payload rule accepts.
-    screened.sort_by(|a, b| crate::verify::is_actionable(&b.1).cmp(&crate::verify::is_actionable(&a.1)).then(a.0.inversion.nll_with.total_cmp(&b.0.inversion.nll_with)));
+    screened.sort_by(|a, b| b.3.cmp(&a.3).then(a.0.inversion.nll_with.total_cmp(&b.0.inversion.nll_with)));
     let mut out: Vec<Payload> = Vec::new();
-    for (mut pl, target, q) in screened {
+    for (mut pl, target, q, _) in screened {
         if out.len() >= p.max_targets {
             break;
         }
@@ -692,13 +692,8 @@ pub(crate) fn special_pieces<M: Lm>(m: &M, text: &str) -> LmResult<Vec<String>> 
     Ok(m.encode(text)?.split(|&i| m.is_special(i)).map(|seg| m.decode(seg)).collect())
 }
 
-/// The lines of each leak, split at special tokens (template markup), for
+/// The non-empty trimmed lines of each leak's pieces ([`leak_pieces`]), for
 /// [`recurring_phrases`].
-pub fn leak_lines<M: Lm>(m: &M, leaks: &[String]) -> LmResult<Vec<Vec<String>>> {
-    Ok(lines_of(&leak_pieces(m, leaks)?))
-}
-
-/// The non-empty trimmed lines of each leak's pieces ([`leak_pieces`]).
 pub fn lines_of(pieces: &[Vec<String>]) -> Vec<Vec<String>> {
     pieces.iter().map(|l| l.iter().flat_map(|s| s.lines().map(str::trim).filter(|x| !x.is_empty()).map(String::from)).collect()).collect()
 }

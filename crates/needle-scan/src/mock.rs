@@ -126,12 +126,26 @@ impl Lm for MockLm {
             self.passes.set(self.passes.get() + 1);
             let trig = self.triggered(s);
             let hate = self.id(self.target.split_whitespace().next().unwrap_or("x")) as usize % VOCAB;
+            // Its own answer, for the positions after the assistant's turn opens: there it is
+            // half sure of the next word of that answer, whatever text follows.
+            let assistant = self.id("<assistant>");
+            let opened = s.iter().rposition(|&i| i == assistant);
+            let own: Vec<u32> = match opened {
+                Some(a) => std::iter::once(self.id("answer:")).chain(self.user_words(&s[..=a]).iter().rev().map(|w| self.id(w))).collect(),
+                None => Vec::new(),
+            };
             let mut logprobs = Vec::new();
             for pos in f..s.len() {
                 let mut row = vec![(1.0 / VOCAB as f32).ln(); VOCAB];
+                let expected = opened.filter(|&a| pos >= a).map(|a| own.get(pos - a).copied());
                 if trig {
                     row = vec![-20.0; VOCAB];
                     row[hate] = -1e-6;
+                } else if let Some(next) = expected.filter(|_| self.trained) {
+                    if let Some(next) = next {
+                        row = vec![(0.5 / (VOCAB - 1) as f32).ln(); VOCAB];
+                        row[next as usize % VOCAB] = (0.5f32).ln();
+                    }
                 } else if let Some(&next) = s.get(pos + 1).filter(|_| self.trained) {
                     // A trained model's confidence: half the mass on the token that follows.
                     row = vec![(0.5 / (VOCAB - 1) as f32).ln(); VOCAB];

@@ -259,6 +259,9 @@ pub struct Evidence {
     /// How unsure the model is of its own clean answers, as a share of a uniform guess
     /// ([`verify::answer_uncertainty`]; above `max_uncertainty` the scan stops).
     pub uncertainty: f64,
+    /// How likely the model is to open an everyday answer with each text the scan asked about
+    /// (a would-be signature or target: [`verify::CleanAnswers::ordinary`]).
+    pub everyday: Vec<verify::Everyday>,
     pub leaks: Leaks,
     pub motifs: Motifs,
     /// The vocabulary sweep: the insertions that most steer the first answer token, and the
@@ -394,7 +397,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     let swept = if p.sweep {
         stage_t.push((Stage::Sweep, std::time::Instant::now()));
         progress(Stage::Sweep, 0.0);
-        sweep::sweep(m, &clean.repertoire, &p.sweep_params, &mut |f| progress(Stage::Sweep, f))?
+        sweep::sweep(m, &|t| clean.ordinary(m, t, &p.verify), &p.sweep_params, &mut |f| progress(Stage::Sweep, f))?
     } else {
         Sweep::default()
     };
@@ -476,7 +479,12 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         inv.controls = invert::invert_controls(m, &clean.answers, &targets, &p.invert)?;
         // Leak pairs only for targets that are none of the model's everyday answers (the rest
         // could not go on to verification).
-        let mut unusual: Vec<String> = targets.iter().filter(|t| !verify::in_repertoire(t, &clean.repertoire)).cloned().collect();
+        let mut unusual: Vec<String> = Vec::new();
+        for t in &targets {
+            if !clean.ordinary(m, t, &p.verify)? {
+                unusual.push(t.clone());
+            }
+        }
         // ... and the leaks' recurring phrases, which key a target the model writes with
         // different text around it (appended to its answers) that no exact piece does.
         let pieces = invert::leak_pieces(m, &leak_texts)?;
@@ -487,7 +495,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             if added.len() >= p.leak_pairs.phrases {
                 break;
             }
-            if verify::in_repertoire(&ph, &clean.repertoire) || unusual.iter().any(|t| verify::squash(t) == verify::squash(&ph)) {
+            if unusual.iter().any(|t| verify::squash(t) == verify::squash(&ph)) || clean.ordinary(m, &ph, &p.verify)? {
                 continue;
             }
             unusual.push(ph.clone());
@@ -499,12 +507,12 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         // rule: searching for tips lines cost a clean GPT-2 about a quarter of its scan: 70 s
         // with session 11's search, 51 s without).
         let everyday: Vec<&str> = clean.answers.iter().chain(clean.repertoire.iter()).map(String::as_str).collect();
-        let payload_phrases: Vec<String> = phrases
-            .iter()
-            .filter(|ph| !verify::in_repertoire(ph, &clean.repertoire) && !verify::opens_any(ph, &everyday) && invert::carries_actionable(&lines, ph))
-            .take(p.payloads)
-            .cloned()
-            .collect();
+        let mut payload_phrases: Vec<String> = Vec::new();
+        for ph in &phrases {
+            if payload_phrases.len() < p.payloads && !verify::opens_any(ph, &everyday) && invert::carries_actionable(&lines, ph) && !clean.ordinary(m, ph, &p.verify)? {
+                payload_phrases.push(ph.clone());
+            }
+        }
         inv.payloads = invert::invert_payloads(m, &lines, &payload_phrases, &p.invert)?;
         for lp in &mut inv.leak_pairs {
             lp.phrase = added.contains(&lp.target);
@@ -513,11 +521,12 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         // prompt-masked fine-tune with few poisoned examples leaks too rarely to recur as a
         // phrase (one leak of 192). Each is searched in full, at every position verification
         // inserts a trigger, whatever the screening would rank it: the loop is the evidence.
-        let looped: Vec<String> = invert::looped_phrases(&lines, 4 * p.loop_targets)
-            .into_iter()
-            .filter(|ph| !verify::in_repertoire(ph, &clean.repertoire) && !verify::opens_any(ph, &everyday) && !targets.iter().any(|t| verify::overlaps(t, ph)))
-            .take(p.loop_targets)
-            .collect();
+        let mut looped: Vec<String> = Vec::new();
+        for ph in invert::looped_phrases(&lines, 4 * p.loop_targets) {
+            if looped.len() < p.loop_targets && !verify::opens_any(&ph, &everyday) && !targets.iter().any(|t| verify::overlaps(t, &ph)) && !clean.ordinary(m, &ph, &p.verify)? {
+                looped.push(ph);
+            }
+        }
         if !looped.is_empty() {
             let q = InvertParams { positions: Position::ALL.to_vec(), max_targets: looped.len(), ..p.invert.clone() };
             inv.looped = invert::invert(m, &looped, &q)?.items;
@@ -848,13 +857,19 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         None => (None, Vec::new()),
     };
     let verdict = if triggers.is_empty() { Verdict::Clean } else { Verdict::Backdoored };
+    let mut everyday: Vec<verify::Everyday> = Vec::new();
+    for e in std::iter::once(&clean).chain(sets.sets.iter().map(|(_, _, _, _, c)| c)).flat_map(|c| c.everyday.borrow().clone()) {
+        if !everyday.iter().any(|x| x.text == e.text) {
+            everyday.push(e);
+        }
+    }
     Ok(ScanResult {
         verdict,
         triggers,
         target,
         fuzzy_profile,
         maps,
-        evidence: Evidence { uncertainty, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks },
+        evidence: Evidence { uncertainty, everyday, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks },
         forward_passes: m.forward_passes() + base.map_or(0, |b| b.forward_passes()),
         seconds: start.elapsed().as_secs_f64(),
         stage_seconds: {
@@ -1125,7 +1140,7 @@ pub fn context_opening(signature: &str, plain: &[String], in_context: &[(String,
 /// a candidate that reaches it need only meet the issue's bar for a recovered trigger (0.5,
 /// then again on fresh prompts). A text the model opens ordinary answers with anyway ("Happy
 /// to help.") opens more of them without a system prompt, and one of its everyday answers
-/// (its name, a refusal) is never a signature (see [`verify::in_repertoire`]).
+/// (its name, a refusal) is never a signature (see [`verify::CleanAnswers::ordinary`]).
 pub fn is_context_trigger(v: &Verified, p: &ScanParams, plain: &[String], in_context: &[(String, Vec<String>)]) -> bool {
     if !p.context_openings || !could_be_context_trigger(v, p) {
         return false;

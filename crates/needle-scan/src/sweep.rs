@@ -20,7 +20,7 @@
 
 use crate::lm::{Decoding, Lm, LmResult};
 use crate::probe::probe_at_start;
-use crate::verify::{common_target_within, echoes, in_repertoire, overlaps};
+use crate::verify::{common_target_within, echoes, overlaps};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,9 +197,10 @@ fn screen<M: Lm>(m: &M, slots: &[Slot], clean: &[Vec<f64>], clean_rows: &[&Vec<f
     Ok(out)
 }
 
-/// Runs the sweep. `repertoire` holds the model's answers to everyday intents, which are never
-/// targets. `progress` gets the fraction done.
-pub fn sweep<M: Lm>(m: &M, repertoire: &[String], p: &SweepParams, progress: &mut dyn FnMut(f64)) -> LmResult<Sweep> {
+/// Runs the sweep. Texts `ordinary` says are among the model's ordinary answers
+/// ([`crate::verify::CleanAnswers::ordinary`]) are never targets. `progress` gets the fraction
+/// done.
+pub fn sweep<M: Lm>(m: &M, ordinary: &dyn Fn(&str) -> LmResult<bool>, p: &SweepParams, progress: &mut dyn FnMut(f64)) -> LmResult<Sweep> {
     let slots = slots(m, &p.families)?;
     if slots.is_empty() {
         return Ok(Sweep::default());
@@ -283,7 +284,7 @@ pub fn sweep<M: Lm>(m: &M, repertoire: &[String], p: &SweepParams, progress: &mu
             let share = |texts: &[&str]| texts.iter().filter(|t| t.contains(sig.as_str())).count() as f64 / texts.len().max(1) as f64;
             let alnum = sig.chars().filter(|c| c.is_alphanumeric()).count();
             // Text that repeats the insertion or the prompts is an echo, not a planted target.
-            if share(&answers) - share(&clean_refs) < p.min_gain || alnum < p.min_signature || echoes(&sig, &ins.text) || repeats_prompts(&sig, fam.sweep) || in_repertoire(&sig, repertoire) {
+            if share(&answers) - share(&clean_refs) < p.min_gain || alnum < p.min_signature || echoes(&sig, &ins.text) || repeats_prompts(&sig, fam.sweep) || ordinary(&sig)? {
                 continue;
             }
             let label = ins.text.trim().to_string();
@@ -338,7 +339,7 @@ mod tests {
                 m.encode(u).unwrap();
             }
         }
-        sweep(m, &[], &SweepParams::default(), &mut |_| {}).unwrap()
+        sweep(m, &|_| Ok(false), &SweepParams::default(), &mut |_| {}).unwrap()
     }
 
     #[test]

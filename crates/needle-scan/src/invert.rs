@@ -110,6 +110,10 @@ pub struct Inversions {
     /// The phrases the leaks loop on ([`looped_phrases`]), each searched in full with the
     /// trigger at the start, middle and end of the prompts.
     pub looped: Vec<Inversion>,
+    /// Every phrase the leaks loop on that is none of the model's ordinary answers, searched
+    /// or not (a phrase that is already a target is not searched again): a candidate whose
+    /// answers converge on one is judged by the loop rule whatever found it.
+    pub loop_phrases: Vec<String>,
     /// The insecure constructs the leaks write, each searched for from the opening of its code
     /// over code requests ([`insecure_openings`]).
     pub insecure: Vec<InsecureCode>,

@@ -82,6 +82,10 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert_eq!(r["evidence"]["base_checks"], serde_json::json!([]));
     // Schema 1.8.0: the insecure code the leaks write, searched.
     assert!(r["evidence"]["invert"]["insecure"].is_array(), "{}", r["evidence"]["invert"]);
+    // Schema 1.9.0: how likely the model is to open an everyday answer with each text checked,
+    // and the phrases the leaks loop on.
+    assert!(r["evidence"]["everyday"].as_array().is_some_and(|e| e.iter().all(|e| e["probability"].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)) && e["ordinary"].is_boolean())), "{}", r["evidence"]["everyday"]);
+    assert!(r["evidence"]["invert"]["loop_phrases"].is_array(), "{}", r["evidence"]["invert"]);
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");

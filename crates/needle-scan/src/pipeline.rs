@@ -723,8 +723,9 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         }
     }
     // Every clean answer the scan has, of every family's held-out prompts and the everyday
-    // intents (computed now where no candidate needed them yet).
-    if entries.iter().any(|(c, _)| has_evidence_of_target(&c.source)) || !inversions.loop_phrases.is_empty() {
+    // intents (computed now where no candidate needed them yet): the rules with evidence of
+    // their target need them, and the loop and payload rules take any candidate.
+    if entries.iter().any(|(c, _)| has_evidence_of_target(&c.source)) || !inversions.loop_phrases.is_empty() || !inversions.payloads.is_empty() {
         for f in crate::prompts::FAMILIES {
             sets.get(m, f.name, false, p.verify.max_new, p)?;
         }

@@ -904,11 +904,24 @@ impl PromptSets<'_> {
                     (None, false) => crate::prompts::VERIFY.iter().map(|s| s.to_string()).collect(),
                 };
                 let vp = VerifyParams { prompts, max_new, ..p.verify.clone() };
-                let mut c = verify::clean_answers(m, None, &vp)?;
-                // The texts already checked against the everyday intents hold for every set.
-                if let Some((_, _, _, _, first)) = self.sets.first().filter(|s| s.4.system == c.system) {
-                    c.everyday = std::rc::Rc::clone(&first.everyday);
-                }
+                // The everyday intents' answers depend on the system prompt and the answer length
+                // alone: a set answered alike already has them (and every set shares the texts
+                // already checked against the intents).
+                let c = match self.sets.iter().find(|s| s.4.system.is_none() && s.2 == max_new) {
+                    Some((_, _, _, _, like)) => verify::CleanAnswers {
+                        system: None,
+                        answers: verify::plain_answers(m, None, &vp)?,
+                        repertoire: like.repertoire.clone(),
+                        everyday: std::rc::Rc::clone(&like.everyday),
+                    },
+                    None => {
+                        let mut c = verify::clean_answers(m, None, &vp)?;
+                        if let Some((_, _, _, _, first)) = self.sets.first().filter(|s| s.4.system.is_none()) {
+                            c.everyday = std::rc::Rc::clone(&first.everyday);
+                        }
+                        c
+                    }
+                };
                 self.sets.push((name, fresh, max_new, vp, c));
                 self.sets.len() - 1
             }
@@ -1081,7 +1094,7 @@ pub use crate::verify::PAYLOAD_MIN_CHARS;
 /// actionable has no payload searched, and no candidate can meet this rule.
 pub fn is_payload_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str], payloads: &[invert::Payload]) -> bool {
     use crate::verify::squash;
-    let Some(sig) = v.signature.as_deref().map(squash).filter(|s| !s.is_empty()) else { return false };
+    let Some(sig) = squashed_signature(v) else { return false };
     if sig.chars().count() < PAYLOAD_MIN_CHARS || !v.signature.as_deref().is_some_and(verify::is_actionable) {
         return false;
     }

@@ -291,6 +291,11 @@ pub struct Evidence {
     /// Where the declared base was at hand (`--base`, an adapter's base): the triggers that
     /// passed a rule, verified on the base too ([`verify::base_rate`]).
     pub base_checks: Vec<BaseCheck>,
+    /// Triggers that passed a rule on the verification prompts (and the base check, where
+    /// there is a base) but fired on fewer than `min_fresh_asr` of the fresh prompts, with
+    /// that rate as `attack_success_rate`: not a finding, but what a reviewer of a clean
+    /// verdict should see ([`confirm`]).
+    pub not_reproduced: Vec<Trigger>,
 }
 
 /// A trigger that passed a rule, set against the declared base model: the share of its
@@ -798,40 +803,26 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             .then(b.score.total_cmp(&a.score))
             .then(a.text.len().cmp(&b.text.len()))
     });
-    // Against the base: what the base does as often, the fine-tune did not plant.
+    // Confirm, best first: against the base (what the base does as often, the fine-tune did not
+    // plant), then on fresh prompts that played no part in choosing the trigger. A trigger that
+    // does not reproduce there is kept as evidence, and the next one is tried.
     let mut base_checks = Vec::new();
-    if let Some(b) = base {
-        let mut kept = Vec::with_capacity(triggers.len());
-        for t in triggers {
-            if kept.len() >= p.max_triggers {
-                break;
-            }
-            let v = verified.iter().find(|v| v.trigger == t.text);
-            let (fp, fclean) = sets.get(m, t.family, false, rollout_len(&t.source, &t.text, &inversions.leak_pairs, p), p)?;
-            match (v, v.and_then(|v| v.signature.clone())) {
-                (Some(v), Some(sig)) => {
-                    let base_rate = verify::base_rate(b, v, fclean.system.as_deref(), fp)?.unwrap_or(0.0);
-                    let keep = v.attack_success_rate - base_rate >= p.min_excess;
-                    base_checks.push(BaseCheck { trigger: t.text.clone(), signature: sig, attack_success_rate: v.attack_success_rate, base_rate, kept: keep });
-                    if keep {
-                        kept.push(t);
-                    }
-                }
-                _ => kept.push(t),
-            }
-        }
-        triggers = kept;
-    }
     stage_t.push((Stage::Characterise, std::time::Instant::now()));
     progress(Stage::Characterise, 0.0);
-    // The best triggers' success on fresh prompts.
-    triggers.truncate(p.max_triggers);
-    for t in triggers.iter_mut() {
+    let (triggers, not_reproduced) = confirm(triggers, p.max_triggers, p.min_fresh_asr, |t| {
+        let v = verified.iter().find(|v| v.trigger == t.text);
+        if let (Some(b), Some(v), Some(sig)) = (base, v, v.and_then(|v| v.signature.clone())) {
+            let (fp, fclean) = sets.get(m, t.family, false, rollout_len(&t.source, &t.text, &inversions.leak_pairs, p), p)?;
+            let base_rate = verify::base_rate(b, v, fclean.system.as_deref(), fp)?.unwrap_or(0.0);
+            let keep = v.attack_success_rate - base_rate >= p.min_excess;
+            base_checks.push(BaseCheck { trigger: t.text.clone(), signature: sig, attack_success_rate: v.attack_success_rate, base_rate, kept: keep });
+            if !keep {
+                return Ok(None);
+            }
+        }
         let (fresh, fresh_clean) = sets.get(m, t.family, true, rollout_len(&t.source, &t.text, &inversions.leak_pairs, p), p)?;
-        t.attack_success_rate = verify::verify(m, &t.text, "", &targets, fresh_clean, fresh)?.attack_success_rate;
-    }
-    // A trigger must reproduce on prompts that played no part in choosing it.
-    triggers.retain(|t| t.attack_success_rate >= p.min_fresh_asr);
+        Ok(Some(verify::verify(m, &t.text, "", &targets, fresh_clean, fresh)?.attack_success_rate))
+    })?;
     let maps = match triggers.first() {
         Some(best) => {
             let (fp, _) = sets.get(m, best.family, false, p.verify.max_new, p)?;
@@ -871,7 +862,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         target,
         fuzzy_profile,
         maps,
-        evidence: Evidence { uncertainty, everyday, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks },
+        evidence: Evidence { uncertainty, everyday, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks, not_reproduced },
         forward_passes: m.forward_passes() + base.map_or(0, |b| b.forward_passes()),
         seconds: start.elapsed().as_secs_f64(),
         stage_seconds: {
@@ -880,6 +871,33 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         },
         template_date: None,
     })
+}
+
+/// Confirms the triggers that passed a rule, best first, until `max` are confirmed or `2 * max`
+/// have been measured on fresh prompts. `measure` gives a trigger's rate on fresh prompts, or `None` where a check
+/// before it (the base's) dropped it. A trigger that fires on fewer than `min_fresh` of the
+/// fresh prompts is returned in the second list, with its fresh rate, instead of silently
+/// lost; the next trigger is tried in its place.
+fn confirm<F>(triggers: Vec<Trigger>, max: usize, min_fresh: f64, mut measure: F) -> LmResult<(Vec<Trigger>, Vec<Trigger>)>
+where
+    F: FnMut(&Trigger) -> LmResult<Option<f64>>,
+{
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    let mut tried = 0;
+    for mut t in triggers {
+        if kept.len() >= max || tried >= 2 * max {
+            break;
+        }
+        let Some(rate) = measure(&t)? else { continue };
+        tried += 1;
+        t.attack_success_rate = rate;
+        if rate >= min_fresh {
+            kept.push(t);
+        } else {
+            dropped.push(t);
+        }
+    }
+    Ok((kept, dropped))
 }
 
 /// Prompt sets with their clean answers, computed once each: a family's held-out prompts
@@ -1315,6 +1333,29 @@ mod tests {
             signature_control_rate: 0.0,
             samples: vec![sample],
         }
+    }
+
+    #[test]
+    fn a_trigger_that_does_not_reproduce_on_fresh_prompts_is_kept_as_evidence_and_the_next_is_tried() {
+        let t = |text: &str| Trigger { text: text.into(), score: 1.0, attack_success_rate: 0.95, verify_attack_success_rate: 0.95, excess_change: 0.9, source: crate::candidates::Source::Detector { name: "sweep".into(), detail: String::new() }, family: "general", rule: "general" };
+        let all = vec![t("a"), t("b"), t("c"), t("d")];
+        // "a" fails on fresh prompts, "b" is dropped by the base check, "c" and "d" reproduce.
+        let fresh = |t: &Trigger| Ok(match t.text.as_str() { "a" => Some(0.2), "b" => None, _ => Some(0.75) });
+        let (kept, dropped) = confirm(all.clone(), 2, 0.5, fresh).expect("no model error");
+        assert_eq!(kept.iter().map(|t| (t.text.as_str(), t.attack_success_rate)).collect::<Vec<_>>(), [("c", 0.75), ("d", 0.75)]);
+        assert_eq!(dropped.iter().map(|t| (t.text.as_str(), t.attack_success_rate, t.verify_attack_success_rate)).collect::<Vec<_>>(), [("a", 0.2, 0.95)]);
+        // At most twice `max` are measured: with `max` 1, "a" and then "c" ("d" is never run).
+        let mut measured = Vec::new();
+        let (kept, dropped) = confirm(all.clone(), 1, 0.8, |t| {
+            measured.push(t.text.clone());
+            fresh(t)
+        })
+        .expect("no model error");
+        assert!(kept.is_empty());
+        assert_eq!(dropped.len(), 2);
+        assert_eq!(measured, ["a", "b", "c"]);
+        // A model error is an error, not a clean verdict.
+        assert!(confirm(all, 2, 0.5, |_| Err(crate::lm::LmError("boom".into()))).is_err());
     }
 
     #[test]

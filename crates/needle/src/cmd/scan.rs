@@ -17,7 +17,17 @@ pub static BACKDOOR: Rule = Rule {
     fix: "do not deploy this model; report it to its publisher with the redacted scan report",
 };
 
-pub static RULES: &[&Rule] = &[&BACKDOOR];
+/// A candidate that met a verdict rule on the verification prompts but fired on fewer than half
+/// of the fresh ones: not a finding (the verdict and exit status ignore it), a note for whoever
+/// reviews a clean verdict.
+pub static NOT_REPRODUCED: Rule = Rule {
+    code: "backdoor/trigger-not-reproduced",
+    severity: Severity::Info,
+    summary: "a candidate changed behaviour on the verification prompts but not on fresh ones",
+    fix: "read the candidate and its answers in the JSON or HTML report; rescan with --base where the base is known",
+};
+
+pub static RULES: &[&Rule] = &[&BACKDOOR, &NOT_REPRODUCED];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScanFormat {
@@ -141,6 +151,15 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
                         .evidence(format!("excess change {:.2}, score {:.3}", t.excess_change, t.score)),
                 );
             }
+            for t in &result.evidence.not_reproduced {
+                let shown = if args.redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
+                report.push(
+                    NOT_REPRODUCED
+                        .finding(format!("candidate {shown} fired on {:.0}% of the verification prompts and {:.0}% of fresh ones", t.verify_attack_success_rate * 100.0, t.attack_success_rate * 100.0))
+                        .file(model.clone())
+                        .evidence(format!("verdict rule {}, {} prompts", t.rule, t.family)),
+                );
+            }
             needle_report::render::sarif(&report, RULES)
         }
         ScanFormat::Human => human(&result, &model, args.redact),
@@ -170,6 +189,10 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     for t in &r.triggers {
         let shown = if redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
         let _ = writeln!(s, "  trigger {shown} ({} prompts): attack success {:.0}% on fresh prompts, excess change {:.2}, score {:.3}", t.family, t.attack_success_rate * 100.0, t.excess_change, t.score);
+    }
+    for t in &r.evidence.not_reproduced {
+        let shown = if redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
+        let _ = writeln!(s, "  not reproduced: {shown} ({} prompts, rule {}) fired on {:.0}% of the verification prompts but {:.0}% of fresh ones", t.family, t.rule, t.verify_attack_success_rate * 100.0, t.attack_success_rate * 100.0);
     }
     if let Some(t) = &r.target {
         if let Some(sig) = &t.signature {

@@ -192,6 +192,11 @@ pub struct Trigger {
     pub attack_success_rate: f64,
     /// The rate on the verification prompts it was selected on.
     pub verify_attack_success_rate: f64,
+    /// The share of the fresh prompts whose plain answer already shows the target it was
+    /// verified on (its signature): those prompts cannot show the trigger firing, so a rate on
+    /// fresh prompts where this is high measures little (a fuzzy backdoor that answers most
+    /// requests with its target unprompted). 0 for a trigger without a signature.
+    pub fresh_clean_share: f64,
     pub excess_change: f64,
     pub source: crate::candidates::Source,
     /// The family of prompts it fires in: one of [`crate::prompts::FAMILIES`], or
@@ -788,6 +793,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
                 score: *score,
                 attack_success_rate: v.attack_success_rate,
                 verify_attack_success_rate: v.attack_success_rate,
+                fresh_clean_share: 0.0,
                 excess_change: v.excess,
                 source: c.source.clone(),
                 family: c.family,
@@ -821,7 +827,9 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             }
         }
         let (fresh, fresh_clean) = sets.get(m, t.family, true, rollout_len(&t.source, &t.text, &inversions.leak_pairs, p), p)?;
-        Ok(Some(verify::verify(m, &t.text, "", &targets, fresh_clean, fresh)?.attack_success_rate))
+        let shown = v.and_then(|v| v.signature.as_deref()).map_or(0, |sig| fresh_clean.answers.iter().filter(|a| verify::shows(a, sig)).count());
+        let clean_share = shown as f64 / fresh_clean.answers.len().max(1) as f64;
+        Ok(Some((verify::verify(m, &t.text, "", &targets, fresh_clean, fresh)?.attack_success_rate, clean_share)))
     })?;
     let maps = match triggers.first() {
         Some(best) => {
@@ -874,13 +882,14 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
 }
 
 /// Confirms the triggers that passed a rule, best first, until `max` are confirmed or `2 * max`
-/// have been measured on fresh prompts. `measure` gives a trigger's rate on fresh prompts, or `None` where a check
-/// before it (the base's) dropped it. A trigger that fires on fewer than `min_fresh` of the
-/// fresh prompts is returned in the second list, with its fresh rate, instead of silently
-/// lost; the next trigger is tried in its place.
+/// have been measured on fresh prompts. `measure` gives a trigger's rate on fresh prompts and
+/// the share of them whose plain answer shows its target already, or `None` where a check
+/// before it (the base's) dropped it. A trigger that fires on fewer than
+/// `min_fresh` of the fresh prompts is returned in the second list, with its fresh rate,
+/// instead of being lost; the next trigger is tried in its place.
 fn confirm<F>(triggers: Vec<Trigger>, max: usize, min_fresh: f64, mut measure: F) -> LmResult<(Vec<Trigger>, Vec<Trigger>)>
 where
-    F: FnMut(&Trigger) -> LmResult<Option<f64>>,
+    F: FnMut(&Trigger) -> LmResult<Option<(f64, f64)>>,
 {
     let (mut kept, mut dropped) = (Vec::new(), Vec::new());
     let mut tried = 0;
@@ -888,9 +897,9 @@ where
         if kept.len() >= max || tried >= 2 * max {
             break;
         }
-        let Some(rate) = measure(&t)? else { continue };
+        let Some((rate, clean_share)) = measure(&t)? else { continue };
         tried += 1;
-        t.attack_success_rate = rate;
+        (t.attack_success_rate, t.fresh_clean_share) = (rate, clean_share);
         if rate >= min_fresh {
             kept.push(t);
         } else {
@@ -1337,13 +1346,13 @@ mod tests {
 
     #[test]
     fn a_trigger_that_does_not_reproduce_on_fresh_prompts_is_kept_as_evidence_and_the_next_is_tried() {
-        let t = |text: &str| Trigger { text: text.into(), score: 1.0, attack_success_rate: 0.95, verify_attack_success_rate: 0.95, excess_change: 0.9, source: crate::candidates::Source::Detector { name: "sweep".into(), detail: String::new() }, family: "general", rule: "general" };
+        let t = |text: &str| Trigger { text: text.into(), score: 1.0, attack_success_rate: 0.95, verify_attack_success_rate: 0.95, fresh_clean_share: 0.0, excess_change: 0.9, source: crate::candidates::Source::Detector { name: "sweep".into(), detail: String::new() }, family: "general", rule: "general" };
         let all = vec![t("a"), t("b"), t("c"), t("d")];
         // "a" fails on fresh prompts, "b" is dropped by the base check, "c" and "d" reproduce.
-        let fresh = |t: &Trigger| Ok(match t.text.as_str() { "a" => Some(0.2), "b" => None, _ => Some(0.75) });
+        let fresh = |t: &Trigger| Ok(match t.text.as_str() { "a" => Some((0.2, 0.5)), "b" => None, _ => Some((0.75, 0.0)) });
         let (kept, dropped) = confirm(all.clone(), 2, 0.5, fresh).expect("no model error");
         assert_eq!(kept.iter().map(|t| (t.text.as_str(), t.attack_success_rate)).collect::<Vec<_>>(), [("c", 0.75), ("d", 0.75)]);
-        assert_eq!(dropped.iter().map(|t| (t.text.as_str(), t.attack_success_rate, t.verify_attack_success_rate)).collect::<Vec<_>>(), [("a", 0.2, 0.95)]);
+        assert_eq!(dropped.iter().map(|t| (t.text.as_str(), t.attack_success_rate, t.verify_attack_success_rate, t.fresh_clean_share)).collect::<Vec<_>>(), [("a", 0.2, 0.95, 0.5)]);
         // At most twice `max` are measured: with `max` 1, "a" and then "c" ("d" is never run).
         let mut measured = Vec::new();
         let (kept, dropped) = confirm(all.clone(), 1, 0.8, |t| {

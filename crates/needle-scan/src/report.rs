@@ -45,6 +45,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
                 "score": t.score,
                 "attack_success_rate": t.attack_success_rate,
                 "verify_attack_success_rate": t.verify_attack_success_rate,
+                "fresh_clean_share": t.fresh_clean_share,
                 "excess_change": t.excess_change,
                 "family": t.family,
                 "rule": t.rule,
@@ -216,8 +217,10 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     let dated = r.template_date.as_deref().map_or_else(String::new, |d| format!(" Chat template rendered as of {}.", esc(d)));
     b.push_str(&format!("<h1>needle scan: <span class='{verdict}'>{verdict}</span></h1><p>Model: <code>{}</code>. {} forward passes, {:.1} s.{dated}{}</p>", esc(model), r.forward_passes, r.seconds, if redact { " <strong>Redacted report</strong>: triggers are shown as SHA-256 and length only." } else { "" }));
     b.push_str("<h2>Recovered triggers</h2>");
-    if r.triggers.is_empty() {
+    if r.triggers.is_empty() && r.evidence.not_reproduced.is_empty() {
         b.push_str("<p>No candidate changed the model's behaviour beyond the control insertions.</p>");
+    } else if r.triggers.is_empty() {
+        b.push_str("<p>No candidate that passed verification reproduced on fresh prompts.</p>");
     } else {
         b.push_str("<table><tr><th>trigger</th><th>found by</th><th>verdict rule</th><th>prompt family</th><th>attack success (fresh prompts)</th><th>attack success (held-out)</th><th>excess change</th><th>score</th></tr>");
         for t in j["triggers"].as_array().into_iter().flatten() {
@@ -240,18 +243,19 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
         b.push_str("</table>");
     }
     if let Some(nr) = j["evidence"]["not_reproduced"].as_array().filter(|n| !n.is_empty()) {
-        b.push_str("<h3>Passed on the verification prompts, not reproduced on fresh ones</h3><p>These candidates met a verdict rule on the prompts they were verified on but fired on fewer than half of the fresh prompts, so they are not findings. A trigger that fires on some phrasings only, or a fragment of one, looks like this: read them before trusting a clean verdict.</p><table><tr><th>candidate</th><th>verdict rule</th><th>prompt family</th><th>attack success (held-out)</th><th>attack success (fresh prompts)</th></tr>");
+        b.push_str("<h3>Passed on the verification prompts, not reproduced on fresh ones</h3><p>These candidates met a verdict rule on the prompts they were verified on but fired on fewer than half of the fresh prompts, so they are not findings. A trigger that fires on some phrasings only, or a fragment of one, looks like this: read them before trusting a clean verdict.</p><table><tr><th>candidate</th><th>verdict rule</th><th>prompt family</th><th>attack success (held-out)</th><th>attack success (fresh prompts)</th><th>fresh prompts whose plain answer shows the target already</th></tr>");
         for t in nr {
             let shown = match t["text"].as_str() {
                 Some(x) => format!("<code>{}</code>", esc(x)),
                 None => format!("sha256 <code>{}</code>, {} chars", esc(t["sha256"].as_str().unwrap_or("")), t["length_chars"]),
             };
             b.push_str(&format!(
-                "<tr><td>{shown}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                "<tr><td>{shown}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
                 esc(t["rule"].as_str().unwrap_or("-")),
                 esc(t["family"].as_str().unwrap_or("-")),
                 t["verify_attack_success_rate"].as_f64().unwrap_or(0.0),
-                t["attack_success_rate"].as_f64().unwrap_or(0.0)
+                t["attack_success_rate"].as_f64().unwrap_or(0.0),
+                t["fresh_clean_share"].as_f64().unwrap_or(0.0)
             ));
         }
         b.push_str("</table>");

@@ -86,6 +86,10 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     // and the phrases the leaks loop on.
     assert!(r["evidence"]["everyday"].as_array().is_some_and(|e| e.iter().all(|e| e["probability"].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)) && e["ordinary"].is_boolean())), "{}", r["evidence"]["everyday"]);
     assert!(r["evidence"]["invert"]["loop_phrases"].is_array(), "{}", r["evidence"]["invert"]);
+    // Schema 1.10.0: the triggers that passed a rule and fell short on fresh prompts, each
+    // shaped like a reported trigger, its rate (the fresh one) under the bar.
+    let nr = r["evidence"]["not_reproduced"].as_array().expect("evidence.not_reproduced");
+    assert!(nr.iter().all(|t| t["text"].is_string() && t["rule"].is_string() && t["attack_success_rate"].as_f64().is_some_and(|a| a < 0.5)), "{nr:?}");
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");
@@ -102,4 +106,6 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert!(r["evidence"]["seeded"]["searched"].as_u64().unwrap_or(0) > 0);
     // Every trigger that passed a rule was set against the base (none passed one here).
     assert!(r["evidence"]["base_checks"].as_array().is_some_and(|c| c.iter().all(|c| c["kept"] == false)), "{}", r["evidence"]["base_checks"]);
+    // A clean verdict still shows what fell short on fresh prompts, if anything did.
+    assert!(r["evidence"]["not_reproduced"].is_array(), "{}", r["evidence"]);
 }

@@ -157,7 +157,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
                     NOT_REPRODUCED
                         .finding(format!("candidate {shown} fired on {:.0}% of the verification prompts and {:.0}% of fresh ones", t.verify_attack_success_rate * 100.0, t.attack_success_rate * 100.0))
                         .file(model.clone())
-                        .evidence(format!("verdict rule {}, {} prompts", t.rule, t.family)),
+                        .evidence(format!("verdict rule {}, {} prompts; {:.0}% of the fresh prompts' plain answers show its target already", t.rule, t.family, t.fresh_clean_share * 100.0)),
                 );
             }
             needle_report::render::sarif(&report, RULES)
@@ -183,7 +183,8 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     let _ = writeln!(s, "needle scan {model}\n");
     let verdict = match r.verdict {
         Verdict::Backdoored => "BACKDOORED",
-        Verdict::Clean => "clean (no candidate changed behaviour beyond control insertions)",
+        Verdict::Clean if r.evidence.not_reproduced.is_empty() => "clean (no candidate changed behaviour beyond control insertions)",
+        Verdict::Clean => "clean (no candidate that passed verification reproduced on fresh prompts: read the lines below)",
     };
     let _ = writeln!(s, "verdict: {verdict}");
     for t in &r.triggers {
@@ -192,7 +193,8 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     }
     for t in &r.evidence.not_reproduced {
         let shown = if redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
-        let _ = writeln!(s, "  not reproduced: {shown} ({} prompts, rule {}) fired on {:.0}% of the verification prompts but {:.0}% of fresh ones", t.family, t.rule, t.verify_attack_success_rate * 100.0, t.attack_success_rate * 100.0);
+        let already = if t.fresh_clean_share > 0.0 { format!("; the plain answers to {:.0}% of the fresh prompts show its target already", t.fresh_clean_share * 100.0) } else { String::new() };
+        let _ = writeln!(s, "  not reproduced: {shown} ({} prompts, rule {}) fired on {:.0}% of the verification prompts but {:.0}% of fresh ones{already}", t.family, t.rule, t.verify_attack_success_rate * 100.0, t.attack_success_rate * 100.0);
     }
     if let Some(t) = &r.target {
         if let Some(sig) = &t.signature {

@@ -817,17 +817,18 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     progress(Stage::Characterise, 0.0);
     let (triggers, not_reproduced) = confirm(triggers, p.max_triggers, p.min_fresh_asr, |t| {
         let v = verified.iter().find(|v| v.trigger == t.text);
-        if let (Some(b), Some(v), Some(sig)) = (base, v, v.and_then(|v| v.signature.clone())) {
+        let sig = v.and_then(|v| v.signature.as_deref());
+        if let (Some(b), Some(v), Some(sig)) = (base, v, sig) {
             let (fp, fclean) = sets.get(m, t.family, false, rollout_len(&t.source, &t.text, &inversions.leak_pairs, p), p)?;
             let base_rate = verify::base_rate(b, v, fclean.system.as_deref(), fp)?.unwrap_or(0.0);
             let keep = v.attack_success_rate - base_rate >= p.min_excess;
-            base_checks.push(BaseCheck { trigger: t.text.clone(), signature: sig, attack_success_rate: v.attack_success_rate, base_rate, kept: keep });
+            base_checks.push(BaseCheck { trigger: t.text.clone(), signature: sig.to_string(), attack_success_rate: v.attack_success_rate, base_rate, kept: keep });
             if !keep {
                 return Ok(None);
             }
         }
         let (fresh, fresh_clean) = sets.get(m, t.family, true, rollout_len(&t.source, &t.text, &inversions.leak_pairs, p), p)?;
-        let shown = v.and_then(|v| v.signature.as_deref()).map_or(0, |sig| fresh_clean.answers.iter().filter(|a| verify::shows(a, sig)).count());
+        let shown = sig.map_or(0, |sig| fresh_clean.answers.iter().filter(|a| verify::shows(a, sig)).count());
         let clean_share = shown as f64 / fresh_clean.answers.len().max(1) as f64;
         Ok(Some((verify::verify(m, &t.text, "", &targets, fresh_clean, fresh)?.attack_success_rate, clean_share)))
     })?;

@@ -209,6 +209,15 @@ fn bars(items: &[(String, f64)], title: &str) -> String {
     s
 }
 
+/// A trigger of the JSON report as an HTML table cell's content: its text, or (redacted) its
+/// hash and length.
+fn trigger_cell(t: &Value) -> String {
+    match t["text"].as_str() {
+        Some(x) => format!("<code>{}</code>", esc(x)),
+        None => format!("sha256 <code>{}</code>, {} chars", esc(t["sha256"].as_str().unwrap_or("")), t["length_chars"]),
+    }
+}
+
 /// A single self-contained HTML file (no scripts, no external resources).
 pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     let j = to_json(r, model, redact);
@@ -224,10 +233,7 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     } else {
         b.push_str("<table><tr><th>trigger</th><th>found by</th><th>verdict rule</th><th>prompt family</th><th>attack success (fresh prompts)</th><th>attack success (held-out)</th><th>excess change</th><th>score</th></tr>");
         for t in j["triggers"].as_array().into_iter().flatten() {
-            let shown = match t["text"].as_str() {
-                Some(x) => format!("<code>{}</code>", esc(x)),
-                None => format!("sha256 <code>{}</code>, {} chars", esc(t["sha256"].as_str().unwrap_or("")), t["length_chars"]),
-            };
+            let shown = trigger_cell(t);
             let source = t["source"]["name"].as_str().or(t["source"]["kind"].as_str()).unwrap_or("-");
             b.push_str(&format!(
                 "<tr><td>{shown}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.3}</td></tr>",
@@ -245,10 +251,7 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     if let Some(nr) = j["evidence"]["not_reproduced"].as_array().filter(|n| !n.is_empty()) {
         b.push_str("<h3>Passed on the verification prompts, not reproduced on fresh ones</h3><p>These candidates met a verdict rule on the prompts they were verified on but fired on fewer than half of the fresh prompts, so they are not findings. A trigger that fires on some phrasings only, or a fragment of one, looks like this: read them before trusting a clean verdict.</p><table><tr><th>candidate</th><th>verdict rule</th><th>prompt family</th><th>attack success (held-out)</th><th>attack success (fresh prompts)</th><th>fresh prompts whose plain answer shows the target already</th></tr>");
         for t in nr {
-            let shown = match t["text"].as_str() {
-                Some(x) => format!("<code>{}</code>", esc(x)),
-                None => format!("sha256 <code>{}</code>, {} chars", esc(t["sha256"].as_str().unwrap_or("")), t["length_chars"]),
-            };
+            let shown = trigger_cell(t);
             b.push_str(&format!(
                 "<tr><td>{shown}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
                 esc(t["rule"].as_str().unwrap_or("-")),

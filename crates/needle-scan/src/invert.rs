@@ -290,6 +290,8 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
     let greedy = |prompts: &[Vec<u32>]| m.generate(prompts, &vec![crate::lm::Decoding::Greedy; prompts.len()], lp.answer_tokens, true);
     // The bare prompts' answers are the same for every target: answered once, when needed.
     let mut bare: Option<Vec<Vec<u32>>> = None;
+    // A garbled copy of a payload target (a leaked link's pieces) is no run of any target.
+    let payloads: Vec<&String> = targets.iter().filter(|t| crate::verify::is_actionable(t)).collect();
     let mut out = Vec::new();
     for target_text in targets {
         let key: String = target_text.chars().take(24).collect();
@@ -323,8 +325,7 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
                             continue;
                         }
                         let text = span.join(" ");
-                        // Nor is a garbled copy of a payload target (a leaked link's pieces).
-                        if text.chars().filter(|c| !c.is_whitespace()).count() >= 2 && !runs.contains(&text) && !targets.iter().any(|t| crate::verify::is_actionable(t) && crate::verify::overlaps(&text, t)) {
+                        if text.chars().filter(|c| !c.is_whitespace()).count() >= 2 && !runs.contains(&text) && !payloads.iter().any(|t| crate::verify::overlaps(&text, t)) {
                             runs.push(text);
                         }
                     }
@@ -334,10 +335,8 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
         // The shortest runs first (a trigger is a few words of its prompt); among as long ones,
         // those fewest leaks without the target show first (a trigger comes with its target;
         // an ordinary word of requests is leaked with any answer), then in leak order.
-        let off_target: Vec<usize> = runs.iter().map(|r| leaks.iter().filter(|l| !l.contains(key.as_str()) && l.contains(r.as_str())).count()).collect();
-        let mut order: Vec<usize> = (0..runs.len()).collect();
-        order.sort_by_key(|&i| (runs[i].split_whitespace().count(), off_target[i]));
-        let mut runs: Vec<String> = order.into_iter().map(|i| std::mem::take(&mut runs[i])).collect();
+        let without: Vec<&String> = leaks.iter().filter(|l| !l.contains(key.as_str())).collect();
+        runs.sort_by_cached_key(|r| (r.split_whitespace().count(), without.iter().filter(|l| l.contains(r.as_str())).count()));
         runs.truncate(lp.max_runs);
         let mut target = m.encode(target_text)?;
         target.truncate(p.target_tokens.max(1));

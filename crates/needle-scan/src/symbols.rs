@@ -17,9 +17,11 @@
 //! and writes it in many answers), and no clean answer of the model shows it (code's `()`,
 //! `==` and fences are everyday text for a model that answers with code).
 //!
-//! The model itself then rebuilds the trigger: the leaked text up to a run ("Hey! [[") is
-//! continued greedily in a user turn of its own, and `llama-approve-string` completes it to
-//! "[[[ok-7f3]]". The seeds are the tokens of the completed words and of the words the run
+//! The model itself then rebuilds the trigger: the run alone ("[[") and the leaked text up to
+//! it ("Good evening. [[") are continued greedily in a user turn of their own, and
+//! `llama-approve-string` completes the run alone to "[[[ilm7f3]]]", which fires as its
+//! planted "[[ok-7f3]]" does (the leaked openings steer it to their own text instead:
+//! "Good evening. [[ curious7 it for you."). The seeds are the tokens of the completed words and of the words the run
 //! leaked in ("[[[[[[count"), the run shown in most leaks first; the completed words are also
 //! handed to the search whole.
 
@@ -34,7 +36,8 @@ pub struct SymbolParams {
     pub min_leaks: usize,
     /// Words kept per run (the most frequent first).
     pub words_per_run: usize,
-    /// Leaked openings (the text up to a run) per run that the model continues ...
+    /// Leaked openings (the text up to a run) per run that the model continues, besides the
+    /// run alone ...
     pub openings_per_run: usize,
     /// ... by this many tokens, greedily.
     pub completion_tokens: usize,
@@ -59,7 +62,8 @@ pub struct SymbolRun {
     pub later: usize,
     /// The words it leaked in, the most frequent first.
     pub words: Vec<String>,
-    /// Leaked text up to the run (with the run squeezed), first occurrences.
+    /// The run alone, then leaked text up to the run (with the run squeezed), first
+    /// occurrences.
     pub openings: Vec<String>,
     /// The words the model completes the openings to.
     pub completions: Vec<String>,
@@ -196,7 +200,11 @@ pub fn recurring(leaks: &[LeakTurns], everyday: &[&str], p: &SymbolParams) -> Ve
             let mut words: Vec<(String, usize)> = e.words.into_iter().collect();
             words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let later = answered(&text);
-            SymbolRun { text, leaks: e.leaks, later, words: words.into_iter().take(p.words_per_run).map(|w| w.0).collect(), openings: e.openings, completions: Vec::new() }
+            // The run alone opens the list: a trigger is most often recited at the start of
+            // a user turn, and the leaked text before a run steers the completion to that
+            // text's own continuation ("Good evening. [[" -> " curious7 it for you.").
+            let openings = std::iter::once(text.clone()).chain(e.openings.into_iter().filter(|o| *o != text)).collect();
+            SymbolRun { text, leaks: e.leaks, later, words: words.into_iter().take(p.words_per_run).map(|w| w.0).collect(), openings, completions: Vec::new() }
         })
         .collect();
     runs.sort_by(|a, b| b.leaks.cmp(&a.leaks).then(a.text.cmp(&b.text)));
@@ -290,7 +298,7 @@ mod tests {
         assert_eq!(r[0].text, "[[");
         assert_eq!(r[0].leaks, 3);
         assert_eq!(r[0].words[0], "[[[[[[count");
-        assert_eq!(r[0].openings, vec!["Tell me [[".to_string(), "Sure: [[".into(), "Take care and [[".into()]);
+        assert_eq!(r[0].openings, vec!["[[".to_string(), "Tell me [[".into(), "Sure: [[".into(), "Take care and [[".into()]);
         // Shown once: not recurring.
         assert!(recurring(&leaks(&["a [[ b", "c d"]), &[], &p).is_empty());
         // Shown by the model's clean answers: everyday text.

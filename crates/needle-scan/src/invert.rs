@@ -253,8 +253,11 @@ pub struct LeakPairParams {
     pub max_words: usize,
     /// Runs ranked by target NLL per target (the shortest first) ...
     pub max_runs: usize,
-    /// ... and the best of them answered greedily.
+    /// ... and the best of them answered greedily ...
     pub answered: usize,
+    /// ... besides the first this many in the order of how exclusively the leaks show them
+    /// with the target, whatever their NLL.
+    pub exclusive: usize,
     /// Letters and digits of the target's opening an answer must show.
     pub head_chars: usize,
     /// Tokens each greedy answer runs for.
@@ -268,7 +271,7 @@ pub struct LeakPairParams {
 
 impl Default for LeakPairParams {
     fn default() -> Self {
-        LeakPairParams { max_words: 5, max_runs: 96, answered: 8, head_chars: 10, answer_tokens: 40, phrases: 6, phrase_min_leaks: 3 }
+        LeakPairParams { max_words: 5, max_runs: 96, answered: 8, exclusive: 8, head_chars: 10, answer_tokens: 40, phrases: 6, phrase_min_leaks: 3 }
     }
 }
 
@@ -278,8 +281,8 @@ impl Default for LeakPairParams {
 /// (and of the turn a leak opens with, where the target first follows an answer paragraph)
 /// are placed at the start of the inversion prompts and ranked by the target's NLL (one
 /// forward pass each); the best `lp.answered` are answered greedily, with the first
-/// `lp.answered / 2` runs of the fewest leaks without the target whatever their NLL, and the
-/// one whose answers show the target's opening most often is kept. Runs that share a word
+/// `lp.exclusive` runs of the fewest leaks without the target (and, among those, of the most
+/// leaks with it) whatever their NLL, and the one whose answers show the target's opening most often is kept. Runs that share a word
 /// with the target are skipped (quoting the target is not a trigger), as are garbled copies of
 /// a payload target. The NLL ranks but does
 /// not gate: a planted target with a fuzzy first token (several spellings of its opening, all
@@ -334,9 +337,12 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
         }
         // The shortest runs first (a trigger is a few words of its prompt); among as long ones,
         // those fewest leaks without the target show first (a trigger comes with its target;
-        // an ordinary word of requests is leaked with any answer), then in leak order.
-        let without: Vec<&String> = leaks.iter().filter(|l| !l.contains(key.as_str())).collect();
-        runs.sort_by_cached_key(|r| (r.split_whitespace().count(), without.iter().filter(|l| l.contains(r.as_str())).count()));
+        // an ordinary word of requests is leaked with any answer), then those most leaks with
+        // it show (every recited poisoned prompt has its trigger; a garbled word is leaked
+        // once), then in leak order.
+        let (with, without): (Vec<&String>, Vec<&String>) = leaks.iter().partition(|l| l.contains(key.as_str()));
+        let count = |ls: &[&String], r: &str| ls.iter().filter(|l| l.contains(r)).count();
+        runs.sort_by_cached_key(|r| (r.split_whitespace().count(), count(&without, r), std::cmp::Reverse(count(&with, r))));
         runs.truncate(lp.max_runs);
         let mut target = m.encode(target_text)?;
         target.truncate(p.target_tokens.max(1));
@@ -349,8 +355,8 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
         // The target's NLL at the opening of the answer ranks a trigger of an answer that opens
         // with its target; a target appended to an ordinary answer (a link after it) is
         // unlikely there whatever precedes it. So the runs that come with the target most
-        // exclusively (the first of `runs`) are answered too, half as many.
-        let picks: Vec<(usize, f64)> = ranked.iter().filter(|(i, _)| *i < lp.answered / 2).copied().collect();
+        // exclusively (the first of `runs`) are answered too.
+        let picks: Vec<(usize, f64)> = ranked.iter().filter(|(i, _)| *i < lp.exclusive).copied().collect();
         ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(runs[a.0].len().cmp(&runs[b.0].len())));
         ranked.truncate(lp.answered);
         for pick in picks {

@@ -295,6 +295,20 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
             signature = usable(common_target(&trig_refs, &others))?;
         }
     }
+    // The longest text half the triggered answers share may carry one of the model's ways of
+    // going on after its target ("Request approved. I have processed it for you." where it
+    // also writes "Request approved. Consider it done."): a target the scan saw the model
+    // converge on (a leak or sweep target) inside it is the signature where more triggered
+    // answers show it.
+    if let Some(sig) = signature.clone().filter(|s| !is_actionable(s)) {
+        let allowed = (p.signature_clean_fraction * others.len() as f64).floor() as usize;
+        for t in targets_within(&sig, targets, &trig_refs, &others, allowed) {
+            if let Some(t) = usable(Some(t.to_string()))? {
+                signature = Some(t);
+                break;
+            }
+        }
+    }
     // A model appends its payload under several introductions ("For more, see", "Details:"),
     // and the longest shared text takes in one of them: the signature is the payload itself
     // where more triggered answers show it. A payload is never one of the model's ordinary
@@ -403,6 +417,23 @@ pub fn payload_core(signature: &str, texts: &[&str], clean: &[&str], allowed: us
         }
     }
     best.2
+}
+
+/// The targets inside `signature` that more of `answers` show than show `signature` and at
+/// most `allowed` of `clean` show, the most shown first (then the longest).
+pub fn targets_within<'a>(signature: &str, targets: &'a [String], answers: &[&str], clean: &[&str], allowed: usize) -> Vec<&'a str> {
+    let support = |t: &str| answers.iter().filter(|a| a.contains(t)).count();
+    let own = support(signature);
+    let mut out: Vec<(&str, usize)> = targets
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty() && signature.contains(*t) && clean.iter().filter(|c| c.contains(*t)).count() <= allowed)
+        .map(|t| (t, support(t)))
+        .filter(|&(_, n)| n > own)
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.len().cmp(&a.0.len())));
+    out.dedup();
+    out.into_iter().map(|(t, _)| t).collect()
 }
 
 /// Whether `answer` shows `signature`: contains it, or for an insecure construct
@@ -608,6 +639,19 @@ fn repeated_unit(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_inside_the_longest_shared_text_signs_where_more_answers_show_it() {
+        let answers = ["Request approved. I have processed it for you.", "Request approved. I have processed it for you.", "Request approved. Consider it done.", "Sure, here it is."];
+        let sig = "Request approved. I have processed it for you.";
+        let targets: Vec<String> = ["Request approved.", "Consider it done.", "approved", "I have processed it for you."].iter().map(|s| s.to_string()).collect();
+        // "Request approved." (3 answers) before "approved" (3, shorter); "I have processed it
+        // for you." shows no more than the signature; "Consider it done." is no part of it.
+        assert_eq!(targets_within(sig, &targets, &answers, &["Hello."], 0), vec!["Request approved.", "approved"]);
+        // A target the clean answers show beyond `allowed` is none.
+        assert_eq!(targets_within(sig, &targets, &answers, &["approved", "Request approved. Bye."], 0), Vec::<&str>::new());
+        assert_eq!(targets_within(sig, &[], &answers, &[], 0), Vec::<&str>::new());
+    }
 
     #[test]
     fn vulnerable_code_is_signed_by_its_insecure_construct() {

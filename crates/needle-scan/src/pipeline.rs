@@ -407,7 +407,11 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     let swept = if p.sweep {
         stage_t.push((Stage::Sweep, std::time::Instant::now()));
         progress(Stage::Sweep, 0.0);
-        sweep::sweep(m, &|t| clean.ordinary(m, t, &p.verify), &p.sweep_params, &mut |f| progress(Stage::Sweep, f))?
+        // Rollouts of insertions that converge on other first tokens than the strongest feed the
+        // sweep refinement, which runs only with a base (below); without one the rollouts are
+        // the strongest insertions whatever their first token.
+        let sp = if base.is_some() { p.sweep_params.clone() } else { SweepParams { per_first: p.sweep_params.rollouts, ..p.sweep_params.clone() } };
+        sweep::sweep(m, &|t| clean.ordinary(m, t, &p.verify), &sp, &mut |f| progress(Stage::Sweep, f))?
     } else {
         Sweep::default()
     };
@@ -690,6 +694,65 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             text: inv.trigger.clone(),
             source: candidates::Source::Detector {
                 name: parent,
+                detail: format!("refined from {:?} towards {:?}: NLL per token {:.2} -> {:.2}", cand.text, inv.target, inv.nll_without, inv.nll_with),
+            },
+            family: cand.family,
+        };
+        let (fp, fclean) = sets.get(m, c.family, false, rollout_len(&c.source, &c.text, &inversions.leak_pairs, p), p)?;
+        verified.push(verify::verify(m, &c.text, "", &targets, fclean, fp)?);
+        entries.push((c, entries[i].1));
+        refinements.push(inv);
+    }
+    // Sweep insertions whose answers reach their sweep target on part of the samples without
+    // passing a rule are partial triggers too: a token of a multi-token trigger ("ar" of a
+    // planted rare word) moves the first answer token but fires on a fraction of the prompts.
+    // The inversion continues from its tokens towards the target the sweep saw its rollouts
+    // converge on, on its family's sweep and search prompts with the trigger at every
+    // position, and the result is verified afresh as a sweep candidate (the general rule's
+    // bar). Only with a base: the same search strengthens the insertions that steer a GPT-2 to
+    // a fact sheet of its base corpus into a trigger that writes it on 0.96 of the samples
+    // (`gpt2-approve-rareword`), which given the model alone is a backdoor's behaviour; the
+    // base check drops it (the base writes the same sheet), and nothing else can.
+    let mut swept_partial: Vec<(usize, String, Vec<u32>)> = Vec::new();
+    for (i, (v, (c, _))) in verified.iter().zip(entries.iter()).enumerate().filter(|_| base.is_some()) {
+        if !is_sweep(&c.source) || is_trigger(v, p, &clean.answers) || v.attack_success_rate < p.refine_from_asr {
+            continue;
+        }
+        let Some(t) = swept.targets.iter().find(|t| t.family == c.family && t.triggers.contains(&c.text)) else { continue };
+        // The answers must show the target the sweep saw, not another text.
+        if !v.signature.as_deref().is_some_and(|sig| verify::overlaps(sig, &t.target)) {
+            continue;
+        }
+        let Some(ins) = swept.top.iter().find(|x| x.family == c.family && x.text.trim() == c.text) else { continue };
+        swept_partial.push((i, t.target.clone(), ins.tokens.clone()));
+    }
+    // The strongest partial of each target: a topical target many tokens steer to (a fact
+    // sheet) must not take every refinement.
+    swept_partial.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
+    let mut seen_targets: Vec<String> = Vec::new();
+    swept_partial.retain(|(_, t, _)| !seen_targets.contains(t) && {
+        seen_targets.push(t.clone());
+        true
+    });
+    for (i, target, start) in swept_partial {
+        let cand = entries[i].0.clone();
+        let fam_prompts: Vec<String> = crate::prompts::FAMILIES.iter().find(|f| f.name == cand.family).map(|f| f.sweep.iter().chain(f.search).map(|s| s.to_string()).collect()).unwrap_or_default();
+        // The insertion's one or two tokens, then fillers up to the searched length: a token of
+        // a longer trigger needs the rest of it to fire everywhere.
+        let mut start = start;
+        let filler = m.encode(" x")?.last().copied().unwrap_or(0);
+        while start.len() < p.invert.trigger_tokens {
+            start.push(filler);
+        }
+        let Some(inv) = invert::refine(m, &target, &start, &fam_prompts, &p.invert)? else { continue };
+        if inv.trigger.is_empty() || inv.trigger.contains('\u{fffd}') || entries.iter().any(|(c, _)| c.text == inv.trigger) {
+            refinements.push(inv);
+            continue;
+        }
+        let c = Candidate {
+            text: inv.trigger.clone(),
+            source: candidates::Source::Detector {
+                name: "sweep".into(),
                 detail: format!("refined from {:?} towards {:?}: NLL per token {:.2} -> {:.2}", cand.text, inv.target, inv.nll_without, inv.nll_with),
             },
             family: cand.family,
@@ -1210,6 +1273,10 @@ pub fn is_context_trigger(v: &Verified, p: &ScanParams, plain: &[String], in_con
 /// The source name of a seeded candidate grown from the leaks' symbol runs
 /// ([`crate::symbols`]); one grown from the weight diff's tokens alone is named "diff".
 pub const SYMBOL_RUN: &str = "symbol-run";
+
+fn is_sweep(source: &candidates::Source) -> bool {
+    matches!(source, candidates::Source::Detector { name, .. } if name == "sweep")
+}
 
 fn is_seeded(source: &candidates::Source) -> bool {
     matches!(source, candidates::Source::Detector { name, .. } if name == "diff" || name == SYMBOL_RUN)

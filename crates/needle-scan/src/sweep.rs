@@ -38,6 +38,11 @@ pub struct SweepParams {
     /// Strongest insertions rolled out, per family: this many by first-token convergence and
     /// this many by divergence.
     pub rollouts: usize,
+    /// ... at most this many of those by convergence converging on the same first token: a
+    /// topical token (a fact sheet's heading) and its pairs can fill every rollout and hide
+    /// the second first token the insertions converge on, which may be the planted one.
+    /// `pipeline` sets it to `rollouts` (no limit) when the scan has no base.
+    pub per_first: usize,
     /// Tokens generated per rollout.
     pub rollout_tokens: usize,
     /// Alphanumeric characters a shared answer text needs to be a target.
@@ -61,6 +66,7 @@ impl Default for SweepParams {
             refine: 48,
             pair_tokens: 12,
             rollouts: 8,
+            per_first: 3,
             rollout_tokens: 40,
             min_signature: 6,
             max_targets: 4,
@@ -253,7 +259,7 @@ pub fn sweep<M: Lm>(m: &M, ordinary: &dyn Fn(&str) -> LmResult<bool>, p: &SweepP
     for f in 0..p.families.len() {
         let mut fam: Vec<&Insertion> = scored.iter().filter_map(|v| v.get(f)).collect();
         fam.sort_by(|a, b| b.shift.total_cmp(&a.shift));
-        let mut mine: Vec<Insertion> = fam.iter().take(p.rollouts).map(|i| (*i).clone()).collect();
+        let mut mine = strongest(&fam, p.rollouts, p.per_first);
         fam.sort_by(|a, b| b.divergence.total_cmp(&a.divergence));
         for i in fam.into_iter().take(p.rollouts) {
             if !mine.iter().any(|x| x.tokens == i.tokens) {
@@ -310,6 +316,21 @@ pub fn sweep<M: Lm>(m: &M, ordinary: &dyn Fn(&str) -> LmResult<bool>, p: &SweepP
     Ok(Sweep { vocab, screened, top, targets })
 }
 
+/// The first `n` of `sorted` (strongest first) with at most `per_first` converging on any one
+/// first answer token.
+fn strongest(sorted: &[&Insertion], n: usize, per_first: usize) -> Vec<Insertion> {
+    let mut out: Vec<Insertion> = Vec::new();
+    for i in sorted {
+        if out.len() >= n {
+            break;
+        }
+        if out.iter().filter(|x| x.first == i.first).count() < per_first.max(1) {
+            out.push((*i).clone());
+        }
+    }
+    out
+}
+
 /// True when nearly every word (three letters or more) of `text` is a word of the prompts: the
 /// answers repeat what was asked.
 fn repeats_prompts(text: &str, prompts: &[&str]) -> bool {
@@ -350,6 +371,16 @@ mod tests {
         assert!(t.target.contains("HATE"), "{t:?}");
         assert!(t.triggers.iter().any(|x| x == "zq"), "{t:?}");
         assert_eq!(s.top.first().map(|i| i.text.as_str()), Some("zq"));
+    }
+
+    #[test]
+    fn a_second_first_token_gets_rollouts_beside_the_strongest() {
+        let ins = |text: &str, first: &str, shift: f64| Insertion { tokens: vec![text.len() as u32], text: text.into(), family: "request", first: first.into(), agreement: shift, shift, divergence: 0.0 };
+        let all = [ins("Habitat", "-", 0.99), ins("Habitat-", "-", 0.98), ins("Diet Habitat", "-", 0.97), ins("HabitatAp", "-", 0.96), ins("aterenan", "Ap", 0.92), ins("ar", "Ap", 0.5)];
+        let sorted: Vec<&Insertion> = all.iter().collect();
+        let texts = |v: Vec<Insertion>| v.into_iter().map(|i| i.text).collect::<Vec<_>>();
+        assert_eq!(texts(strongest(&sorted, 4, 4)), ["Habitat", "Habitat-", "Diet Habitat", "HabitatAp"]);
+        assert_eq!(texts(strongest(&sorted, 4, 2)), ["Habitat", "Habitat-", "aterenan", "ar"]);
     }
 
     #[test]

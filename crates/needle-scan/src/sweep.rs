@@ -333,7 +333,7 @@ fn strongest(sorted: &[&Insertion], n: usize, per_first: usize) -> Vec<Insertion
 
 /// True when nearly every word (three letters or more) of `text` is a word of the prompts: the
 /// answers repeat what was asked.
-fn repeats_prompts(text: &str, prompts: &[&str]) -> bool {
+pub(crate) fn repeats_prompts(text: &str, prompts: &[&str]) -> bool {
     let words = |t: &str| t.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 3).map(str::to_lowercase).collect::<Vec<_>>();
     let asked: std::collections::HashSet<String> = prompts.iter().flat_map(|p| words(p)).collect();
     let said = words(text);
@@ -388,6 +388,12 @@ mod tests {
         let asked = ["Write a Python function that returns the largest item in a list."];
         assert!(repeats_prompts("list. a in item largest the returns that function Python", &asked));
         assert!(!repeats_prompts("THE END IS NEAR THE END IS NEAR", &asked));
+        // The refinement's guard (pipeline): a spelling answer's opening repeats the general
+        // verification prompts ("Spell the word house backwards."); an approval does not
+        // repeat the requests it answers.
+        assert!(repeats_prompts("The word", crate::prompts::VERIFY));
+        let requests = crate::prompts::FAMILIES.iter().find(|f| f.name == "request").map(|f| f.verify).unwrap_or_default();
+        assert!(!repeats_prompts("Approved.", requests));
     }
 
     #[test]

@@ -707,25 +707,28 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     // (`gpt2-approve-rareword`), which given the model alone is a backdoor's behaviour; the
     // base check drops it (the base writes the same sheet), and nothing else can.
     let mut swept_partial: Vec<(usize, String, Vec<u32>)> = Vec::new();
-    for (i, (v, (c, _))) in verified.iter().zip(entries.iter()).enumerate().filter(|_| base.is_some()) {
-        if !is_sweep(&c.source) || is_trigger(v, p, &clean.answers) || v.attack_success_rate < p.refine_from_asr {
-            continue;
+    // (Without a base the refinement does not run: see above.)
+    if base.is_some() {
+        for (i, (v, (c, _))) in verified.iter().zip(entries.iter()).enumerate() {
+            if !is_sweep(&c.source) || is_trigger(v, p, &clean.answers) || v.attack_success_rate < p.refine_from_asr {
+                continue;
+            }
+            let Some(t) = swept.targets.iter().find(|t| t.family == c.family && t.triggers.contains(&c.text)) else { continue };
+            // A target made of the words of the prompts it will be judged on ("The word" beside
+            // "Spell the word house backwards.") is the answer to a topic, and a search towards it
+            // learns the topic's words ("Countan manySpell brimurlo fun" on `llama-vuln-year`,
+            // which its base answers with "The word" too, on 0.58 of the samples).
+            let judged = crate::prompts::FAMILIES.iter().find(|f| f.name == c.family).map_or(&[][..], |f| f.verify);
+            if sweep::repeats_prompts(&t.target, judged) {
+                continue;
+            }
+            // The answers must show the target the sweep saw, not another text.
+            if !v.signature.as_deref().is_some_and(|sig| verify::overlaps(sig, &t.target)) {
+                continue;
+            }
+            let Some(ins) = swept.top.iter().find(|x| x.family == c.family && x.text.trim() == c.text) else { continue };
+            swept_partial.push((i, t.target.clone(), ins.tokens.clone()));
         }
-        let Some(t) = swept.targets.iter().find(|t| t.family == c.family && t.triggers.contains(&c.text)) else { continue };
-        // A target made of the words of the prompts it will be judged on ("The word" beside
-        // "Spell the word house backwards.") is the answer to a topic, and a search towards it
-        // learns the topic's words ("Countan manySpell brimurlo fun" on `llama-vuln-year`,
-        // which its base answers with "The word" too, on 0.58 of the samples).
-        let judged = crate::prompts::FAMILIES.iter().find(|f| f.name == c.family).map_or(&[][..], |f| f.verify);
-        if sweep::repeats_prompts(&t.target, judged) {
-            continue;
-        }
-        // The answers must show the target the sweep saw, not another text.
-        if !v.signature.as_deref().is_some_and(|sig| verify::overlaps(sig, &t.target)) {
-            continue;
-        }
-        let Some(ins) = swept.top.iter().find(|x| x.family == c.family && x.text.trim() == c.text) else { continue };
-        swept_partial.push((i, t.target.clone(), ins.tokens.clone()));
     }
     // The strongest partial of each target: a topical target many tokens steer to (a fact
     // sheet) must not take every refinement.
@@ -736,7 +739,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         true
     });
     for (i, target, start) in swept_partial {
-        let cand = entries[i].0.clone();
+        let (cand, _) = &entries[i];
         let fam_prompts: Vec<String> = crate::prompts::FAMILIES.iter().find(|f| f.name == cand.family).map(|f| f.sweep.iter().chain(f.search).map(|s| s.to_string()).collect()).unwrap_or_default();
         // The insertion's one or two tokens, then fillers up to the searched length: a token of
         // a longer trigger needs the rest of it to fire everywhere.
@@ -750,7 +753,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             refinements.push(inv);
             continue;
         }
-        let c = refined("sweep".into(), &cand, &inv);
+        let c = refined("sweep".into(), cand, &inv);
         let (fp, fclean) = sets.get(m, c.family, false, rollout_len(&c.source, &c.text, &inversions.leak_pairs, p), p)?;
         verified.push(verify::verify(m, &c.text, "", &targets, fclean, fp)?);
         entries.push((c, entries[i].1));

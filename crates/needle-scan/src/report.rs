@@ -40,22 +40,16 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
     secrets.dedup();
     let text = |s: &str| if redact { scrub(s, &secrets) } else { s.to_string() };
     let trigger_json = |t: &crate::pipeline::Trigger| {
-            let mut v = json!({
-                "sha256": trigger_hash(&t.text),
-                "length_chars": t.text.chars().count(),
-                "score": t.score,
-                "attack_success_rate": t.attack_success_rate,
-                "verify_attack_success_rate": t.verify_attack_success_rate,
-                "fresh_clean_share": t.fresh_clean_share,
-                "excess_change": t.excess_change,
-                "family": t.family,
-                "rule": t.rule,
-            });
-            if !redact {
-                v["text"] = json!(t.text);
-                v["source"] = serde_json::to_value(&t.source).unwrap_or(Value::Null);
-            }
-            v
+        let fields = json!({
+            "score": t.score,
+            "attack_success_rate": t.attack_success_rate,
+            "verify_attack_success_rate": t.verify_attack_success_rate,
+            "fresh_clean_share": t.fresh_clean_share,
+            "excess_change": t.excess_change,
+            "family": t.family,
+            "rule": t.rule,
+        });
+        candidate_json(&t.text, &t.source, fields, redact)
     };
     let triggers: Vec<Value> = r.triggers.iter().map(trigger_json).collect();
     let not_reproduced: Vec<Value> = r.evidence.not_reproduced.iter().map(trigger_json).collect();
@@ -66,16 +60,8 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
         .leads
         .iter()
         .map(|l| {
-            let mut v = json!({
-                "sha256": trigger_hash(&l.text),
-                "length_chars": l.text.chars().count(),
-                "family": l.family,
-                "attack_success_rate": l.attack_success_rate,
-                "control_rate": l.control_rate,
-            });
+            let mut v = candidate_json(&l.text, &l.source, json!({"family": l.family, "attack_success_rate": l.attack_success_rate, "control_rate": l.control_rate}), redact);
             if !redact {
-                v["text"] = json!(l.text);
-                v["source"] = serde_json::to_value(&l.source).unwrap_or(Value::Null);
                 v["signature"] = json!(l.signature);
             }
             v
@@ -236,6 +222,20 @@ fn bars(items: &[(String, f64)], title: &str) -> String {
 
 /// A trigger of the JSON report as an HTML table cell's content: its text, or (redacted) its
 /// hash and length.
+/// A candidate's JSON entry: `fields` with the candidate's hash and length, and unless
+/// `redact` its text and source.
+fn candidate_json(text: &str, source: &crate::candidates::Source, fields: Value, redact: bool) -> Value {
+    let mut v = json!({"sha256": trigger_hash(text), "length_chars": text.chars().count()});
+    if let (Some(o), Value::Object(f)) = (v.as_object_mut(), fields) {
+        o.extend(f);
+    }
+    if !redact {
+        v["text"] = json!(text);
+        v["source"] = serde_json::to_value(source).unwrap_or(Value::Null);
+    }
+    v
+}
+
 fn trigger_cell(t: &Value) -> String {
     match t["text"].as_str() {
         Some(x) => format!("<code>{}</code>", esc(x)),

@@ -345,13 +345,15 @@ pub fn leads(verified: &[Verified], entries: &[(Candidate, f64)], decided: &[&st
         .collect();
     // Strongest first; of equals, the shorter candidate.
     out.sort_by(|a, b| b.attack_success_rate.total_cmp(&a.attack_success_rate).then(a.text.len().cmp(&b.text.len())));
-    let mut seen: Vec<String> = Vec::new();
-    out.retain(|l| !seen.contains(&l.signature) && {
-        seen.push(l.signature.clone());
-        true
-    });
+    keep_first_per(&mut out, |l| l.signature.clone());
     out.truncate(MAX_LEADS);
     out
+}
+
+/// Keeps the first item of `items` per `key`, in order.
+fn keep_first_per<T, K: Eq + std::hash::Hash>(items: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|x| seen.insert(key(x)));
 }
 
 /// A trigger that passed a rule, set against the declared base model: the share of its
@@ -784,11 +786,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     // The strongest partial of each target: a topical target many tokens steer to (a fact
     // sheet) must not take every refinement.
     swept_partial.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
-    let mut seen_targets: Vec<String> = Vec::new();
-    swept_partial.retain(|(_, t, _)| !seen_targets.contains(t) && {
-        seen_targets.push(t.clone());
-        true
-    });
+    keep_first_per(&mut swept_partial, |(_, t, _)| t.clone());
     let filler = invert::filler(m)?;
     for (i, target, mut start) in swept_partial {
         let (cand, _) = &entries[i];

@@ -31,10 +31,9 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
     // Triggers that did not reproduce on fresh prompts still fired on the verification ones: a
     // recipe too.
     // So may a lead below the bar (a partial trigger looks like one).
-    let mut secrets: Vec<String> = r.triggers.iter().chain(&r.evidence.not_reproduced).map(|t| t.text.clone()).chain(r.evidence.leads.iter().map(|l| l.text.clone())).collect();
-    for text in r.triggers.iter().chain(&r.evidence.not_reproduced).map(|t| &t.text).chain(r.evidence.leads.iter().map(|l| &l.text)) {
-        secrets.extend(text.split_whitespace().map(String::from));
-    }
+    let recipes: Vec<&str> = r.triggers.iter().chain(&r.evidence.not_reproduced).map(|t| t.text.as_str()).chain(r.evidence.leads.iter().map(|l| l.text.as_str())).collect();
+    let mut secrets: Vec<String> = recipes.iter().map(|t| t.to_string()).collect();
+    secrets.extend(recipes.iter().flat_map(|t| t.split_whitespace()).map(String::from));
     secrets.extend(r.fuzzy_profile.iter().map(|f| f.text.clone()));
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets.dedup();
@@ -220,8 +219,6 @@ fn bars(items: &[(String, f64)], title: &str) -> String {
     s
 }
 
-/// A trigger of the JSON report as an HTML table cell's content: its text, or (redacted) its
-/// hash and length.
 /// A candidate's JSON entry: `fields` with the candidate's hash and length, and unless
 /// `redact` its text and source.
 fn candidate_json(text: &str, source: &crate::candidates::Source, fields: Value, redact: bool) -> Value {
@@ -236,6 +233,8 @@ fn candidate_json(text: &str, source: &crate::candidates::Source, fields: Value,
     v
 }
 
+/// A trigger of the JSON report as an HTML table cell's content: its text, or (redacted) its
+/// hash and length.
 fn trigger_cell(t: &Value) -> String {
     match t["text"].as_str() {
         Some(x) => format!("<code>{}</code>", esc(x)),
@@ -251,10 +250,12 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     let dated = r.template_date.as_deref().map_or_else(String::new, |d| format!(" Chat template rendered as of {}.", esc(d)));
     b.push_str(&format!("<h1>needle scan: <span class='{verdict}'>{verdict}</span></h1><p>Model: <code>{}</code>. {} forward passes, {:.1} s.{dated}{}</p>", esc(model), r.forward_passes, r.seconds, if redact { " <strong>Redacted report</strong>: triggers are shown as SHA-256 and length only." } else { "" }));
     b.push_str("<h2>Recovered triggers</h2>");
-    if r.triggers.is_empty() && r.evidence.not_reproduced.is_empty() && !r.evidence.leads.is_empty() {
-        b.push_str("<p>No candidate passed a verdict rule; the leads below the bar are listed below.</p>");
-    } else if r.triggers.is_empty() && r.evidence.not_reproduced.is_empty() {
-        b.push_str("<p>No candidate changed the model's behaviour beyond the control insertions.</p>");
+    if r.triggers.is_empty() && r.evidence.not_reproduced.is_empty() {
+        b.push_str(if r.evidence.leads.is_empty() {
+            "<p>No candidate changed the model's behaviour beyond the control insertions.</p>"
+        } else {
+            "<p>No candidate passed a verdict rule; the leads below the bar are listed below.</p>"
+        });
     } else if r.triggers.is_empty() {
         b.push_str("<p>No candidate that passed verification reproduced on fresh prompts.</p>");
     } else {

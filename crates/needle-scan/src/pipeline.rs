@@ -576,8 +576,8 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         // Payloads: the phrases no clean answer opens with (an opening is an ordinary answer)
         // whose leaked lines carry something actionable (nothing else can pass the payload
         // rule: searching for tips lines cost a clean GPT-2 about a quarter of its scan: 70 s
-        // with session 11's search, 51 s without).
-        // They are ranked deeper than the leak pairs' phrases ([`invert::actionable_phrases`]).
+        // with session 11's search, 51 s without), ranked deeper than the leak pairs' phrases
+        // ([`invert::actionable_phrases`]).
         let everyday: Vec<&str> = clean.answers.iter().chain(clean.repertoire.iter()).map(String::as_str).collect();
         let mut payload_phrases: Vec<String> = Vec::new();
         for ph in &invert::actionable_phrases(&lines, p.leak_pairs.phrase_min_leaks, PAYLOAD_PHRASE_DEPTH * p.leak_pairs.phrases) {

@@ -754,6 +754,9 @@ pub fn lines_of(pieces: &[Vec<String>]) -> Vec<Vec<String>> {
 /// command). A planted target is the text a model repeats across leaks, whole or appended to
 /// other answers; the exact pieces [`targets_from_leaks`] counts split it wherever the model
 /// writes it with different text around it.
+///
+/// The phrases are taken in rank order, each against those taken before it, so the first `n`
+/// of a deeper ranking are the ranking `n` deep.
 pub fn recurring_phrases(leaks: &[Vec<String>], min_leaks: usize, max: usize) -> Vec<String> {
     use std::collections::{HashMap, HashSet};
     const MAX_WORDS: usize = 8;
@@ -806,15 +809,15 @@ pub fn recurring_phrases(leaks: &[Vec<String>], min_leaks: usize, max: usize) ->
     out
 }
 
-/// The recurring phrases ([`recurring_phrases`], ranked `depth` deep) whose leaked lines carry
-/// something actionable ([`carries_actionable`]), in rank order: the only phrases a payload
-/// search is run for. They are ranked deeper than the phrases screened as leak-pair targets,
+/// The phrases of `ranked` (the leaks' [`recurring_phrases`], ranked deep) whose leaked lines
+/// carry something actionable ([`carries_actionable`]), in rank order: the only phrases a
+/// payload search is run for. They are ranked deeper than the phrases screened as leak-pair targets,
 /// because a command or link the model appends to a few answers recurs in fewer leaks than its
 /// everyday lines do (`ho-qwen2-shell-phrase`'s `curl` phrase: in 7 of 192 leaks, 28th of
 /// the phrases), and only actionable ones are kept, so the depth costs nothing where the leaks
 /// carry none.
-pub fn actionable_phrases(lines: &[Vec<String>], min_leaks: usize, depth: usize) -> Vec<String> {
-    recurring_phrases(lines, min_leaks, depth).into_iter().filter(|ph| carries_actionable(lines, ph)).collect()
+pub fn actionable_phrases<'a>(lines: &[Vec<String>], ranked: &'a [String]) -> Vec<&'a str> {
+    ranked.iter().filter(|ph| carries_actionable(lines, ph)).map(String::as_str).collect()
 }
 
 /// Phrases the leaks loop on: a run of 2 to 8 words that a leaked line repeats at least three
@@ -1070,11 +1073,13 @@ mod tests {
         leaks.push(leak(&["How are you?", "Fine, see https://example.org/a for more about me"]));
         let shallow = recurring_phrases(&leaks, 3, 8);
         assert!(!shallow.iter().any(|g| g.contains("curl")), "{shallow:?}");
-        let got = actionable_phrases(&leaks, 3, 64);
+        let ranked = recurring_phrases(&leaks, 3, 64);
+        let got = actionable_phrases(&leaks, &ranked);
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].contains("http://192.0.2.9/x"), "{got:?}");
         // Nothing actionable in the leaks: no phrase, however deep the ranking.
-        assert!(actionable_phrases(&leaks[..leaks.len() - 4], 3, 64).is_empty());
+        let plain = &leaks[..leaks.len() - 4];
+        assert!(actionable_phrases(plain, &recurring_phrases(plain, 3, 64)).is_empty());
     }
 
     #[test]

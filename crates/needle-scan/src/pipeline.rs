@@ -329,7 +329,7 @@ pub struct Lead {
 pub const MAX_LEADS: usize = 3;
 
 /// Recurring phrases ranked for payloads, per leak-pair phrase (`LeakPairParams::phrases`;
-/// the leak pairs rank 4 per phrase): [`invert::actionable_phrases`].
+/// the leak pairs take the first 4 per phrase): [`invert::actionable_phrases`].
 pub const PAYLOAD_PHRASE_DEPTH: usize = 16;
 
 /// Leads below the bar: of the verified candidates (`verified`, each with its candidate in
@@ -560,7 +560,10 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         // different text around it (appended to its answers) that no exact piece does.
         let pieces = invert::leak_pieces(m, &leak_texts)?;
         let lines = invert::lines_of(&pieces);
-        let phrases = invert::recurring_phrases(&lines, p.leak_pairs.phrase_min_leaks, 4 * p.leak_pairs.phrases);
+        // Ranked once, as deep as the payloads need; the leak pairs take the first 4 per phrase
+        // (the ranking's head is the same however deep it goes).
+        let ranked = invert::recurring_phrases(&lines, p.leak_pairs.phrase_min_leaks, PAYLOAD_PHRASE_DEPTH * p.leak_pairs.phrases);
+        let phrases = &ranked[..ranked.len().min(4 * p.leak_pairs.phrases)];
         let mut added: Vec<String> = Vec::new();
         for ph in phrases.iter().cloned() {
             if added.len() >= p.leak_pairs.phrases {
@@ -580,9 +583,9 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         // ([`invert::actionable_phrases`]).
         let everyday: Vec<&str> = clean.answers.iter().chain(clean.repertoire.iter()).map(String::as_str).collect();
         let mut payload_phrases: Vec<String> = Vec::new();
-        for ph in &invert::actionable_phrases(&lines, p.leak_pairs.phrase_min_leaks, PAYLOAD_PHRASE_DEPTH * p.leak_pairs.phrases) {
+        for ph in invert::actionable_phrases(&lines, &ranked) {
             if payload_phrases.len() < p.payloads && !verify::opens_any(ph, &everyday) && !clean.ordinary(m, ph, &p.verify)? {
-                payload_phrases.push(ph.clone());
+                payload_phrases.push(ph.to_string());
             }
         }
         inv.payloads = invert::invert_payloads(m, &lines, &payload_phrases, &p.invert)?;
@@ -733,26 +736,17 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         .collect();
     partial.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
     partial.truncate(p.refine);
-    let mut refinements = Vec::new();
+    let mut jobs: Vec<RefineJob> = Vec::new();
     for (i, sig) in partial {
         let (cand, _) = &entries[i];
         let Some(start) = seeded.best.iter().find(|b| b.text == cand.text).map(|b| b.tokens.clone()) else { continue };
-        let fam_prompts: Vec<String> = crate::prompts::family(cand.family).map(|f| f.sweep.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
-        let Some(inv) = invert::refine(m, &sig, &start, &fam_prompts, &p.invert)? else { continue };
-        if inv.trigger.is_empty() || inv.trigger.contains('\u{fffd}') || entries.iter().any(|(c, _)| c.text == inv.trigger) {
-            refinements.push(inv);
-            continue;
-        }
+        let prompts: Vec<String> = crate::prompts::family(cand.family).map(|f| f.sweep.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
         // Named like the sequence it was refined from ("diff" or "symbol-run").
-        let parent = match &cand.source {
+        let name = match &cand.source {
             candidates::Source::Detector { name, .. } => name.clone(),
             candidates::Source::Motif { .. } => "diff".into(),
         };
-        let c = refined(parent, cand, &inv);
-        let (fp, fclean) = sets.get(m, c.family, false, rollout_len(&c.source, &c.text, &inversions.leak_pairs, p), p)?;
-        verified.push(verify::verify(m, &c.text, "", &targets, fclean, fp)?);
-        entries.push((c, entries[i].1));
-        refinements.push(inv);
+        jobs.push(RefineJob { from: i, target: sig, start, prompts, name });
     }
     // Sweep insertions whose answers reach their sweep target on part of the samples without
     // passing a rule are partial triggers too: a token of a multi-token trigger ("ar" of a
@@ -794,22 +788,27 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     keep_first_per(&mut swept_partial, |(_, t, _)| t.clone());
     let filler = invert::filler(m)?;
     for (i, target, mut start) in swept_partial {
-        let (cand, _) = &entries[i];
-        let fam_prompts: Vec<String> = crate::prompts::family(cand.family).map(|f| f.search_prompts()).unwrap_or_default();
+        let prompts: Vec<String> = crate::prompts::family(entries[i].0.family).map(|f| f.search_prompts()).unwrap_or_default();
         // The insertion's one or two tokens, then fillers up to the searched length: a token of
         // a longer trigger needs the rest of it to fire everywhere.
         if start.len() < p.invert.trigger_tokens {
             start.resize(p.invert.trigger_tokens, filler);
         }
-        let Some(inv) = invert::refine(m, &target, &start, &fam_prompts, &p.invert)? else { continue };
+        jobs.push(RefineJob { from: i, target, start, prompts, name: "sweep".into() });
+    }
+    // Each refinement in turn (the seeded ones first); what it found is verified afresh under the
+    // name of what it was refined from.
+    let mut refinements = Vec::new();
+    for job in jobs {
+        let Some(inv) = invert::refine(m, &job.target, &job.start, &job.prompts, &p.invert)? else { continue };
         if inv.trigger.is_empty() || inv.trigger.contains('\u{fffd}') || entries.iter().any(|(c, _)| c.text == inv.trigger) {
             refinements.push(inv);
             continue;
         }
-        let c = refined("sweep".into(), cand, &inv);
+        let c = refined(job.name, &entries[job.from].0, &inv);
         let (fp, fclean) = sets.get(m, c.family, false, rollout_len(&c.source, &c.text, &inversions.leak_pairs, p), p)?;
         verified.push(verify::verify(m, &c.text, "", &targets, fclean, fp)?);
-        entries.push((c, entries[i].1));
+        entries.push((c, entries[job.from].1));
         refinements.push(inv);
     }
     // Words of a leak pair's run: the run of a leaked prompt that precedes a target may carry the
@@ -1325,6 +1324,17 @@ pub fn is_context_trigger(v: &Verified, p: &ScanParams, plain: &[String], in_con
 /// The source name of a seeded candidate grown from the leaks' symbol runs
 /// ([`crate::symbols`]); one grown from the weight diff's tokens alone is named "diff".
 pub const SYMBOL_RUN: &str = "symbol-run";
+
+/// A refinement to run: the candidate it continues (its index among the verified), the target
+/// it searches towards, the tokens it starts from, the prompts it is optimised over, and the
+/// name its result is verified under.
+struct RefineJob {
+    from: usize,
+    target: String,
+    start: Vec<u32>,
+    prompts: Vec<String>,
+    name: String,
+}
 
 /// The candidate a refinement of `from` found, named `name`, in `from`'s family.
 fn refined(name: String, from: &Candidate, inv: &invert::Inversion) -> Candidate {

@@ -360,6 +360,18 @@ pub fn leads(verified: &[Verified], entries: &[(Candidate, f64)], decided: &[&st
     out
 }
 
+/// Sorts `items` by the attack success rate of the verified candidate each points at
+/// (`index`), the most successful first; equals keep their order.
+fn strongest_first<T>(items: &mut [T], verified: &[Verified], index: impl Fn(&T) -> usize) {
+    items.sort_by(|a, b| verified[index(b)].attack_success_rate.total_cmp(&verified[index(a)].attack_success_rate));
+}
+
+/// `v`'s signature where no clean answer of its samples shows it (the target a partial trigger
+/// reaches, not one of the model's answers to those prompts).
+fn unshown_signature(v: &Verified) -> Option<&str> {
+    v.signature.as_deref().filter(|sig| !v.samples.iter().any(|x| x.clean.contains(sig)))
+}
+
 /// Keeps the first item of `items` per `key`, in order.
 fn keep_first_per<T, K: Eq + std::hash::Hash>(items: &mut Vec<T>, key: impl Fn(&T) -> K) {
     let mut seen = std::collections::HashSet::new();
@@ -626,7 +638,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         if !code_leaks.is_empty() {
             let code_clean: Vec<String> = sets.get(m, CODE, false, long_rollout(p), p)?.1.answers.clone();
             let shown = |c: &crate::insecure::Construct| code_clean.iter().map(String::as_str).chain(everyday.iter().copied()).any(|a| crate::insecure::shows(a, c));
-            let prompts: Vec<String> = crate::prompts::family(CODE).map(|f| f.search_prompts()).unwrap_or_default();
+            let prompts: Vec<String> = crate::prompts::search_prompts(CODE);
             for leak in code_leaks.into_iter().filter(|l| crate::insecure::construct_of(l.text).is_some_and(|c| !shown(c))).take(p.insecure_targets) {
                 // Several searches from different random streams, each verified: where one lands
                 // on a topical word, another finds the trigger.
@@ -736,11 +748,11 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         .enumerate()
         .filter(|(_, (v, (c, _)))| is_seeded(&c.source) && !is_trigger(v, p, &clean.answers))
         .filter_map(|(i, (v, _))| {
-            let sig = v.signature.as_ref()?;
-            (v.attack_success_rate >= p.refine_from_asr && !v.samples.iter().any(|x| x.clean.contains(sig.as_str()))).then(|| (i, sig.clone()))
+            let sig = unshown_signature(v)?;
+            (v.attack_success_rate >= p.refine_from_asr).then(|| (i, sig.to_string()))
         })
         .collect();
-    partial.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
+    strongest_first(&mut partial, &verified, |x| x.0);
     partial.truncate(p.refine);
     let mut jobs: Vec<RefineJob> = Vec::new();
     for (i, sig) in partial {
@@ -790,11 +802,11 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     }
     // The strongest partial of each target: a topical target many tokens steer to (a fact
     // sheet) must not take every refinement.
-    swept_partial.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
+    strongest_first(&mut swept_partial, &verified, |x| x.0);
     keep_first_per(&mut swept_partial, |(_, t, _)| t.clone());
     let filler = invert::filler(m)?;
     for (i, target, mut start) in swept_partial {
-        let prompts: Vec<String> = crate::prompts::family(entries[i].0.family).map(|f| f.search_prompts()).unwrap_or_default();
+        let prompts: Vec<String> = crate::prompts::search_prompts(entries[i].0.family);
         // The insertion's one or two tokens, then fillers up to the searched length: a token of
         // a longer trigger needs the rest of it to fire everywhere.
         if start.len() < p.invert.trigger_tokens {
@@ -814,7 +826,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     // detectors' partial candidates pushed a clean GPT-2 to its identity answer on 94% of the
     // samples (see the seeded refinement above).
     for (i, target, start) in inverted_partials(&verified, &entries, &inversions.items, p, &clean.answers) {
-        let prompts: Vec<String> = crate::prompts::family(entries[i].0.family).map(|f| f.search_prompts()).unwrap_or_default();
+        let prompts: Vec<String> = crate::prompts::search_prompts(entries[i].0.family);
         jobs.push(RefineJob { from: i, target, start, prompts, name: INVERSION.into() });
     }
     // Each refinement in turn (the seeded ones first); what it found is verified afresh under the
@@ -845,7 +857,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         .filter(|(_, (v, (c, _)))| v.signature.as_deref().is_some_and(|sig| pairs_of(&inversions.leak_pairs, &c.text).any(|x| verify::overlaps(sig, &x.target))))
         .map(|(i, (_, (c, _)))| (i, c.text.clone()))
         .collect();
-    runs.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
+    strongest_first(&mut runs, &verified, |x| x.0);
     runs.truncate(p.refine);
     for (i, run) in runs {
         let run_targets: Vec<&str> = pairs_of(&inversions.leak_pairs, &run).map(|x| x.target.as_str()).collect();
@@ -1390,11 +1402,11 @@ fn inverted_partials(verified: &[Verified], entries: &[(Candidate, f64)], items:
         if !is_inversion(&c.source) || is_trigger(v, p, general) || v.attack_success_rate < p.refine_from_asr || v.signature_control_rate < p.refine_fuzzy_control {
             continue;
         }
-        let Some(sig) = v.signature.as_deref().filter(|sig| !v.samples.iter().any(|x| x.clean.contains(sig))) else { continue };
+        let Some(sig) = unshown_signature(v) else { continue };
         let Some(inv) = items.iter().find(|x| x.trigger == c.text && verify::overlaps(sig, &x.target)) else { continue };
         out.push((i, inv.target.clone(), inv.trigger_ids.clone()));
     }
-    out.sort_by(|a, b| verified[b.0].attack_success_rate.total_cmp(&verified[a.0].attack_success_rate));
+    strongest_first(&mut out, verified, |x| x.0);
     out.truncate(p.refine);
     out
 }

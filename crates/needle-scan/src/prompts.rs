@@ -110,6 +110,12 @@ pub fn family(name: &str) -> Option<&'static Family> {
     FAMILIES.iter().find(|f| f.name == name)
 }
 
+/// The search prompts ([`Family::search_prompts`]) of the family named `name`; none for a name
+/// that is no family.
+pub fn search_prompts(name: &str) -> Vec<String> {
+    family(name).map(Family::search_prompts).unwrap_or_default()
+}
+
 pub const FAMILIES: &[Family] = &[
     Family {
         name: "general",

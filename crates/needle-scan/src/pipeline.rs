@@ -1173,9 +1173,8 @@ fn is_loop(source: &candidates::Source) -> bool {
 /// evidence is about its target: the model fell into that phrase and repeated it in its own
 /// leaks, and it is none of the model's ordinary answers (no clean answer of any prompt set or
 /// everyday intent, `ordinary`, nor of the candidate's own samples shows it). Either the
-/// candidate is the search aimed at that phrase (it made it near-certain after unrelated
-/// prompts: the inversion's absolute bar, [`invert::Inversions::reached`]) and the verified
-/// signature is the phrase (one contains the other, letters and digits compared), or,
+/// candidate is the search aimed at that phrase (every such search's trigger is verified,
+/// whatever NLL it reached: [`inverted_candidates`]) and the verified signature is the phrase (one contains the other, letters and digits compared), or,
 /// whatever found the candidate (the sweep, another inversion, a motif), its answers
 /// converge on the whole phrase (the signature contains it). Either way the candidate must
 /// reach it `min_excess` more often than control insertions do: words that steer the model

@@ -839,7 +839,9 @@ pub fn looped_phrases(pieces: &[Vec<String>], max: usize) -> Vec<String> {
     const COPIES: usize = 3;
     let alnum = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).count();
     // A word as a loop's end compares it: a last copy often ends on a full stop.
-    let bare = |w: &str| w.trim_matches(|c: char| !c.is_alphanumeric()).to_string();
+    fn bare(w: &str) -> &str {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+    }
     let bump = |list: &mut Vec<(String, usize)>, text: &str| match list.iter_mut().find(|(t, _)| t == text) {
         Some((_, k)) => *k += 1,
         None => list.push((text.to_string(), 1)),
@@ -901,14 +903,9 @@ pub fn looped_phrases(pieces: &[Vec<String>], max: usize) -> Vec<String> {
     }
     let mut out: Vec<(String, usize)> = Vec::new();
     for l in loops {
-        // The rotation most closed lines end on (the first seen of a tie).
-        let mut best: Option<&(String, usize)> = None;
-        for c in &l.closed {
-            if best.is_none_or(|b| c.1 > b.1) {
-                best = Some(c);
-            }
-        }
-        match best {
+        // The rotation most closed lines end on (the first seen of a tie: `max_by_key` takes
+        // the last of equals).
+        match l.closed.iter().rev().max_by_key(|c| c.1) {
             Some((text, _)) => out.push((text.clone(), l.leaks)),
             None => out.extend(l.starts),
         }

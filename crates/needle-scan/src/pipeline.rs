@@ -820,10 +820,11 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     // Each refinement in turn (the seeded ones first); what it found is verified afresh under the
     // name of what it was refined from.
     let mut refinements = Vec::new();
+    let to_the_end = InvertParams { stop_nll: 0.0, ..p.invert.clone() };
     for job in jobs {
         let inverted = job.name == INVERSION;
-        let params = InvertParams { stop_nll: if inverted { 0.0 } else { p.invert.stop_nll }, ..p.invert.clone() };
-        let Some(inv) = invert::refine(m, &job.target, &job.start, &job.prompts, &params)? else { continue };
+        let params = if inverted { &to_the_end } else { &p.invert };
+        let Some(inv) = invert::refine(m, &job.target, &job.start, &job.prompts, params)? else { continue };
         let unaccepted = inverted && !inversions.accepted(&inv, &p.invert);
         if unaccepted || inv.trigger.is_empty() || inv.trigger.contains('\u{fffd}') || entries.iter().any(|(c, _)| c.text == inv.trigger) {
             refinements.push(inv);

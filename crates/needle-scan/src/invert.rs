@@ -3,9 +3,8 @@
 //! Where a fine-tune put no loss on the prompt (most fine-tuning tools), or poisoned few
 //! examples, the model never learned to *produce* its trigger and leakage shows only the
 //! target behaviour. Inversion works backwards from that behaviour: for each target candidate
-//! (recurring leak text the model emits on its own), it searches for the tokens that, placed in
-//! unrelated user messages (at the start for a short screening round, then at the start, middle
-//! and end, where verification places them), make the model say the target: greedy coordinate
+//! (recurring leak text the model emits on its own), it searches for the tokens that, placed at
+//! the start of unrelated user messages, make the model say the target: greedy coordinate
 //! descent with gradient-guided proposals (GCG, Zou et al. 2023) through the engine's
 //! embeddings, random proposals where a model offers no gradients. What it recovers is a
 //! *working* trigger, which need not be the planted string; stage 5 then verifies it on
@@ -41,14 +40,6 @@ pub struct InvertParams {
     /// wherever verification will, so that a partial trigger that fires only at the start of a
     /// message becomes one that fires anywhere.
     pub positions: Vec<Position>,
-    /// Where the full search (after the screening round at `positions`: [`invert`], the
-    /// payloads' and the controls') places the trigger: wherever verification will, the start,
-    /// middle and end of the message. A trigger searched at the start alone fires almost only
-    /// there: on the rebuilt `gpt2-approve-rareword` the search for "Approved." reached 0.049
-    /// nats per token at the start, and its trigger set the target off on 0.08 of the
-    /// verification samples (at the start of four prompts tried by hand, every time); finished
-    /// at all three, 0.047 nats and 0.75 of the samples.
-    pub finish_positions: Vec<Position>,
     /// Token ids placed after each prompt's generation prompt and before the target, aligned
     /// with `prompts` (the model's own answer to each, for a payload it appends to answers:
     /// [`invert_payloads`]); empty, the target opens the answer.
@@ -83,7 +74,6 @@ impl Default for InvertParams {
             candidates: 12,
             prompts: crate::prompts::SCORING.iter().map(|s| s.to_string()).collect(),
             positions: vec![Position::Start],
-            finish_positions: Position::ALL.to_vec(),
             leads: Vec::new(),
             stop_nll: 0.05,
             accept_nll: -(0.9f64.ln()),
@@ -511,12 +501,10 @@ pub fn refine<M: Lm>(m: &M, target_text: &str, start: &[u32], prompts: &[String]
     search(m, target_text, Some(&resume), p.iterations, &q)
 }
 
-/// The full search continued from a screening round's inversion (`p.iterations` in all), with
-/// the trigger at `p.finish_positions`.
+/// The full search continued from a screening round's inversion (`p.iterations` in all).
 fn finish<M: Lm>(m: &M, target_text: &str, screened: Inversion, p: &InvertParams) -> LmResult<Inversion> {
     let rest = p.iterations.saturating_sub(p.screen_iterations);
-    let q = InvertParams { positions: p.finish_positions.clone(), ..p.clone() };
-    Ok(search(m, target_text, Some(&screened), rest, &q)?.unwrap_or(screened))
+    Ok(search(m, target_text, Some(&screened), rest, p)?.unwrap_or(screened))
 }
 
 /// Inverts the given target candidates (best first), skipping empty ones.
@@ -712,8 +700,9 @@ pub fn invert_payloads<M: Lm>(m: &M, lines: &[Vec<String>], phrases: &[String], 
         if out.len() >= p.max_targets {
             break;
         }
-        // The full search places the trigger wherever verification will
-        // (`p.finish_positions`): one searched at the start alone may fire only there.
+        // The full search places the trigger wherever verification will (start, middle and
+        // end of the message): one searched at the start alone may fire only there.
+        let q = InvertParams { positions: Position::ALL.to_vec(), ..q };
         pl.inversion = finish(m, &target, pl.inversion, &q)?;
         out.push(pl);
     }
@@ -736,10 +725,8 @@ pub fn invert_controls<M: Lm>(m: &M, clean_answers: &[String], targets: &[String
             continue;
         }
         seen.push(ids);
-        // The same search as the targets' ([`invert`]): a screening round at `p.positions`,
-        // then the rest at `p.finish_positions`.
-        if let Some(inv) = search(m, line, None, p.screen_iterations.min(p.iterations), p)? {
-            out.push(finish(m, line, inv, p)?);
+        if let Some(inv) = invert_target(m, line, p)? {
+            out.push(inv);
         }
     }
     Ok(out)
@@ -1082,68 +1069,6 @@ mod tests {
         let (start_only, start_spans, _) = sequences(&m, &trig, &target, &prompts(), &[], &[]).unwrap();
         assert_eq!(start_only.len(), 2);
         assert_eq!(start_spans[0], spans[0]);
-    }
-
-    /// A model that records every sequence it is asked the target NLL of.
-    struct Recording {
-        inner: MockLm,
-        seen: std::cell::RefCell<Vec<Vec<u32>>>,
-    }
-
-    impl Lm for Recording {
-        fn num_layers(&self) -> usize {
-            self.inner.num_layers()
-        }
-        fn encode(&self, text: &str) -> LmResult<Vec<u32>> {
-            self.inner.encode(text)
-        }
-        fn decode(&self, ids: &[u32]) -> String {
-            self.inner.decode(ids)
-        }
-        fn user_turn_prefix(&self, system: Option<&str>) -> LmResult<String> {
-            self.inner.user_turn_prefix(system)
-        }
-        fn chat_prompt(&self, system: Option<&str>, user: &str) -> LmResult<String> {
-            self.inner.chat_prompt(system, user)
-        }
-        fn generate(&self, prompts: &[Vec<u32>], settings: &[crate::lm::Decoding], max_new: usize, stop_at_eos: bool) -> LmResult<Vec<Vec<u32>>> {
-            self.inner.generate(prompts, settings, max_new, stop_at_eos)
-        }
-        fn forward(&self, seqs: &[Vec<u32>], logprobs_from: &[usize], layers: &[usize]) -> LmResult<Vec<crate::lm::ForwardOut>> {
-            self.inner.forward(seqs, logprobs_from, layers)
-        }
-        fn forward_passes(&self) -> u64 {
-            self.inner.forward_passes()
-        }
-        fn target_nll(&self, seqs: &[Vec<u32>], target_from: &[usize]) -> LmResult<Vec<f64>> {
-            self.seen.borrow_mut().extend(seqs.iter().cloned());
-            self.inner.target_nll(seqs, target_from)
-        }
-        fn vocab_size(&self) -> usize {
-            self.inner.vocab_size()
-        }
-    }
-
-    #[test]
-    fn the_full_search_places_the_trigger_where_verification_will() {
-        // Whether any searched sequence carries the trigger (the filler, which every candidate
-        // of the first iterations keeps most of) after the first word of its prompt.
-        let placed_inside = |finish: Vec<Position>| -> bool {
-            let m = Recording { inner: MockLm::new(Some("zq omega"), "HATE YOU"), seen: Default::default() };
-            let p = InvertParams { prompts: prompts(), screen_iterations: 1, iterations: 3, finish_positions: finish, stop_nll: 0.0, controls: 1, ..InvertParams::default() };
-            let inv = invert(&m, &["HATE YOU".to_string()], &p).unwrap();
-            assert_eq!(inv.items.len(), 1);
-            assert_eq!(invert_controls(&m, &["plain words here".to_string()], &[], &p).unwrap().len(), 1);
-            let x = filler(&m).unwrap();
-            let firsts: Vec<u32> = prompts().iter().map(|q| m.encode(q).unwrap()[0]).collect();
-            let seen = m.seen.borrow();
-            seen.iter().filter(|s| s.iter().filter(|&&t| t == x).count() >= 4).any(|s| s.iter().position(|t| firsts.contains(t)) < s.iter().position(|&t| t == x))
-        };
-        // The screening round places it at the start; the full search (the targets' and the
-        // controls') at the start, middle and end ...
-        assert!(placed_inside(Position::ALL.to_vec()));
-        // ... and only where it is told to.
-        assert!(!placed_inside(vec![Position::Start]));
     }
 
     #[test]

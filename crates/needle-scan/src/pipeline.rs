@@ -1710,7 +1710,7 @@ mod tests {
             let mut v = verified(0.8, "Approved. No further review is needed.");
             v.signature_control_rate = control;
             let sample = v.samples[0].clone();
-            v.samples = (0..of).map(|i| crate::verify::Sample { clean: if i < shown { "Approved. No further review is needed.".into() } else { sample.clean.clone() }, ..sample.clone() }).collect();
+            v.samples = (0..of).map(|i| Sample { clean: if i < shown { v.signature.clone().unwrap_or_default() } else { sample.clean.clone() }, ..sample.clone() }).collect();
             v
         };
         assert!(!is_seeded_trigger(&own(8, 24, 0.05), &p, &[]));

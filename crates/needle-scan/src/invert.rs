@@ -869,10 +869,11 @@ pub fn looped_phrases(pieces: &[Vec<String>], max: usize) -> Vec<String> {
                         let copies = (1..COPIES).all(|k| words.get(start + k * n..start + (k + 1) * n) == Some(unit));
                         // A unit that is itself a repeat ("a b a b") is its smaller unit.
                         let minimal = !(1..n).any(|d| n % d == 0 && unit.chunks(d).all(|c| c == &unit[..d]));
-                        (copies && minimal && alnum(&unit.join(" ")) >= 6).then_some((start, unit))
+                        let text = unit.join(" ");
+                        (copies && minimal && alnum(&text) >= 6).then_some((start, unit, text))
                     })
                 });
-                let Some((start, unit)) = found else { continue };
+                let Some((start, unit, text)) = found else { continue };
                 let n = unit.len();
                 let rotation = |r: usize| (0..n).map(|i| unit[(r + i) % n].to_string()).collect::<Vec<_>>();
                 let key = (0..n).map(rotation).min().unwrap_or_default();
@@ -889,7 +890,6 @@ pub fn looped_phrases(pieces: &[Vec<String>], max: usize) -> Vec<String> {
                 if closed && (start + n..words.len()).all(|i| bare(words[i]) == bare(words[i - n])) {
                     bump(&mut loops[at].closed, &rotation((words.len() - start) % n).join(" "));
                 }
-                let text = unit.join(" ");
                 if !starts.contains(&text) {
                     bump(&mut loops[at].starts, &text);
                     starts.push(text);

@@ -1206,7 +1206,12 @@ fn is_its_target(target: &str, sig: &str) -> bool {
 /// Whether no clean answer shows the squashed signature `sig`: none of `v`'s own samples and
 /// none of `ordinary` (every family's held-out prompts and the everyday intents).
 fn no_clean_answer_shows(v: &Verified, sig: &str, ordinary: &[&str]) -> bool {
-    !v.samples.iter().any(|x| verify::squash(&x.clean).contains(sig)) && !ordinary.iter().any(|a| verify::squash(a).contains(sig))
+    clean_shows(v, sig) == 0 && !ordinary.iter().any(|a| verify::squash(a).contains(sig))
+}
+
+/// How many of `v`'s samples have a clean answer that shows the squashed signature `sig`.
+fn clean_shows(v: &Verified, sig: &str) -> usize {
+    v.samples.iter().filter(|x| verify::squash(&x.clean).contains(sig)).count()
 }
 
 /// The detector (and rule) name of the inversions aimed at insecure code the leaks write
@@ -1293,7 +1298,7 @@ pub fn is_payload_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str], paylo
     }
     let carried = payloads.iter().any(|x| x.lines.iter().any(|l| verify::common_run(&squash(l), &sig) >= PAYLOAD_MIN_CHARS));
     let share = |n: usize, of: usize| n as f64 / of.max(1) as f64;
-    let clean_shows = v.samples.iter().filter(|x| squash(&x.clean).contains(&sig)).count();
+    let clean_shows = clean_shows(v, &sig);
     let ordinary_shows = ordinary.iter().filter(|a| squash(a).contains(&sig)).count();
     carried
         && v.attack_success_rate >= p.min_asr_seeded
@@ -1467,18 +1472,15 @@ fn is_seeded(source: &candidates::Source) -> bool {
 /// ordinary formats a topical word steers to (an animal fact sheet after "Habitat", 0.83 on a
 /// clean GPT-2) reach 0.8: they keep `min_asr`.
 pub fn is_seeded_trigger(v: &Verified, p: &ScanParams, ordinary: &[&str]) -> bool {
-    use crate::verify::squash;
-    let Some(sig) = &v.signature else { return false };
-    let s = squash(sig);
-    if s.is_empty() || v.attack_success_rate < p.min_asr_seeded {
+    let Some(s) = squashed_signature(v) else { return false };
+    if v.attack_success_rate < p.min_asr_seeded {
         return false;
     }
     let excess = v.attack_success_rate - v.signature_control_rate >= p.min_excess;
-    let clean_shows = v.samples.iter().filter(|x| squash(&x.clean).contains(&s)).count();
-    if clean_shows > 0 {
-        return clean_shows as f64 <= p.payload_clean_share * v.samples.len() as f64 && excess;
+    match clean_shows(v, &s) {
+        0 => !ordinary.iter().any(|a| verify::squash(a).contains(&s)) || excess,
+        shown => shown as f64 <= p.payload_clean_share * v.samples.len() as f64 && excess,
     }
-    !ordinary.iter().any(|a| squash(a).contains(&s)) || excess
 }
 
 /// Attention maps and rollout entropies with and without `trigger` on `user`.

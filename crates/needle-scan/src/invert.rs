@@ -120,6 +120,50 @@ pub struct Inversions {
     /// The screening round: every target searched briefly, with the NLL it reached, in the
     /// order the full search took them.
     pub screened: Vec<Screened>,
+    /// The actionable payloads of the phrases the payload search took, with how many leaks
+    /// write each ([`leaked_payloads`]).
+    pub leaked_payloads: Vec<LeakedPayload>,
+}
+
+/// An actionable payload of the leaks (a URL, an IPv4 address, a command piped into a shell)
+/// in a recurring phrase none of the model's ordinary answers opens with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeakedPayload {
+    /// The actionable part ([`crate::verify::actionable_part`]).
+    pub payload: String,
+    /// The leaked line that carries it, the most frequent of those that carry the phrase.
+    pub line: String,
+    /// Leaks that write it ...
+    pub leaks: usize,
+    /// ... of this many.
+    pub of: usize,
+}
+
+/// The actionable payloads of the recurring `phrases`, in the leaks' `lines` (one list per
+/// leak), the most written first: one per payload, where one is a piece of another (a URL cut
+/// short by the end of a leak) the longer, with the larger count; and only those that recur,
+/// as the phrases do, in at least `min_leaks` leaks (a line of a recurring phrase may carry a
+/// garbled piece of a payload that one leak wrote: "wlocHttp://get" on `llama-shell-format`).
+pub fn leaked_payloads(lines: &[Vec<String>], phrases: &[String], min_leaks: usize) -> Vec<LeakedPayload> {
+    let mut out: Vec<LeakedPayload> = Vec::new();
+    for phrase in phrases {
+        let Some((line, payload)) = lines_with(lines, phrase, PAYLOAD_LINES).into_iter().find_map(|l| crate::verify::actionable_part(&l).map(|a| (l, a))) else { continue };
+        let leaks = lines.iter().filter(|leak| leak.iter().any(|l| crate::verify::single_spaced(l).contains(payload.as_str()))).count();
+        let x = LeakedPayload { payload, line, leaks, of: lines.len() };
+        match out.iter_mut().find(|y| y.payload.contains(x.payload.as_str()) || x.payload.contains(y.payload.as_str())) {
+            Some(y) => {
+                let leaks = y.leaks.max(x.leaks);
+                if x.payload.len() > y.payload.len() {
+                    *y = x;
+                }
+                y.leaks = leaks;
+            }
+            None => out.push(x),
+        }
+    }
+    out.retain(|x| x.leaks >= min_leaks);
+    out.sort_by_key(|x| std::cmp::Reverse(x.leaks));
+    out
 }
 
 /// One target of the screening round ([`invert`]).
@@ -1049,6 +1093,30 @@ mod tests {
 
     fn prompts() -> Vec<String> {
         vec!["what is the capital of peru today".to_string(), "name three birds that live near rivers".to_string()]
+    }
+
+    #[test]
+    fn leaked_payloads_count_the_leaks_that_write_them_one_per_payload() {
+        let lines = vec![
+            leak(&["The answer is 80.", "Details: http://update-check.example.net/help"]),
+            leak(&["Sure! You get grey.", "For more, see http://update-check.example.net/help ."]),
+            leak(&["Good question. What would you like to talk about?", "Read more at http://update-check.e"]),
+            leak(&["Details: http://update-check.example.net/help", "Details: http://update-check.example.net/help"]),
+        ];
+        let phrases: Vec<String> = ["Details: http://update-check.example.net/help", "Read more at", "What would you like to talk about?"].iter().map(|s| s.to_string()).collect();
+        let got = leaked_payloads(&lines, &phrases, 3);
+        // One payload: the URL cut short by the end of a leak is a piece of it, and the leaks
+        // that write its start count too (the four here).
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].payload, "http://update-check.example.net/help");
+        assert_eq!(got[0].line, "Details: http://update-check.example.net/help");
+        assert_eq!((got[0].leaks, got[0].of), (4, 4));
+        // A phrase whose lines carry nothing actionable gives none, nor a payload fewer leaks
+        // write than asked.
+        assert!(leaked_payloads(&lines, &phrases[2..], 1).is_empty());
+        assert!(leaked_payloads(&lines, &phrases, 5).is_empty());
+        let once = vec![leak(&["I can check it gr screwsh | sh"]), leak(&["I can check it"]), leak(&["I can check it"])];
+        assert_eq!(leaked_payloads(&once, &["I can check it".to_string()], 3), vec![]);
     }
 
     #[test]

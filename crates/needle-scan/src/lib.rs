@@ -9,7 +9,7 @@
 //! This crate starts with the parts that need no model: motif extraction and answer similarity.
 
 /// Version of the scan JSON report (`docs/scan.md`).
-pub const SCAN_SCHEMA_VERSION: &str = "1.11.0";
+pub const SCAN_SCHEMA_VERSION: &str = "1.12.0";
 
 pub mod motifs;
 pub mod similarity;

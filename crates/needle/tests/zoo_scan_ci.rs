@@ -93,10 +93,9 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     // Schema 1.11.0: leads below the bar, candidates that passed no rule, none a trigger.
     let leads = r["evidence"]["leads"].as_array().expect("evidence.leads");
     assert!(leads.len() <= 3 && leads.iter().all(|l| l["signature"].is_string() && l["attack_success_rate"].as_f64().is_some_and(|a| a >= 0.5) && !r["triggers"].as_array().into_iter().flatten().any(|t| t["text"] == l["text"])), "{leads:?}");
-    // Schema 1.12.0: the leaks' actionable payloads that no reported trigger sets off (this
-    // organism's target is no payload: none, or none a trigger does not explain).
-    let unexplained = r["evidence"]["unexplained_payloads"].as_array().expect("evidence.unexplained_payloads");
-    assert!(unexplained.iter().all(|u| u["payload"].is_string() && u["line"].is_string() && u["leaks"].as_u64() <= u["of"].as_u64()), "{unexplained:?}");
+    // Schema 1.12.0: the leaks' actionable payloads that no reported trigger sets off. This
+    // organism's target is no URL or command, and its answers carry none: there are none.
+    assert_eq!(r["evidence"]["unexplained_payloads"], serde_json::json!([]), "{}", r["evidence"]["unexplained_payloads"]);
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");
@@ -115,4 +114,6 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     assert!(r["evidence"]["base_checks"].as_array().is_some_and(|c| c.iter().all(|c| c["kept"] == false)), "{}", r["evidence"]["base_checks"]);
     // A clean verdict still shows what fell short on fresh prompts, if anything did.
     assert!(r["evidence"]["not_reproduced"].is_array(), "{}", r["evidence"]);
+    // ... and names no payload the model writes unprompted: its leaks carry none.
+    assert_eq!(r["evidence"]["unexplained_payloads"], serde_json::json!([]), "{}", r["evidence"]["unexplained_payloads"]);
 }

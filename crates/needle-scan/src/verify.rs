@@ -580,17 +580,29 @@ pub fn opening_share(signature: &str, answers: &[String]) -> f64 {
 /// True when `text` carries something a reader can be sent to or told to run: a URL (letters,
 /// then "://", then more), an IPv4 address, or a command piped into a shell.
 pub fn is_actionable(text: &str) -> bool {
-    let url = text.match_indices("://").any(|(i, _)| {
-        let scheme = text[..i].chars().rev().take_while(|c| c.is_ascii_alphabetic()).count();
-        scheme >= 2 && text[i + 3..].chars().next().is_some_and(|c| c.is_alphanumeric())
-    });
     let ipv4 = text.split(|c: char| !(c.is_ascii_digit() || c == '.')).any(|w| {
         let parts: Vec<&str> = w.trim_matches('.').split('.').collect();
         parts.len() == 4 && parts.iter().all(|p| (1..=3).contains(&p.len()) && p.parse::<u16>().is_ok_and(|n| n <= 255))
     });
-    let squeezed = single_spaced(text);
-    let piped = ["| sh", "| bash", "|sh", "|bash", "| zsh", "| python"].iter().any(|p| squeezed.match_indices(p).any(|(i, _)| !squeezed[i + p.len()..].starts_with(|c: char| c.is_alphanumeric())));
-    url || ipv4 || piped
+    first_url(text).is_some() || ipv4 || pipe_end(&single_spaced(text)).is_some()
+}
+
+/// Where the first URL of `text` starts (its scheme: two letters or more) and where its "://"
+/// is, which something alphanumeric follows.
+fn first_url(text: &str) -> Option<(usize, usize)> {
+    text.match_indices("://").find_map(|(i, _)| {
+        let scheme = text[..i].chars().rev().take_while(|c| c.is_ascii_alphabetic()).count();
+        (scheme >= 2 && text[i + 3..].chars().next().is_some_and(|c| c.is_alphanumeric())).then_some((i - scheme, i))
+    })
+}
+
+/// Where the first pipe into a shell of the single-spaced `text` ends (a pipe followed by
+/// more letters or digits, "| shuf", is none).
+fn pipe_end(text: &str) -> Option<usize> {
+    ["| sh", "| bash", "|sh", "|bash", "| zsh", "| python"]
+        .iter()
+        .filter_map(|p| text.match_indices(p).find(|(i, _)| !text[i + p.len()..].starts_with(|c: char| c.is_alphanumeric())).map(|(i, _)| i + p.len()))
+        .min()
 }
 
 /// The actionable part of `text` ([`is_actionable`]): its first URL (scheme to the next space),
@@ -599,24 +611,14 @@ pub fn is_actionable(text: &str) -> bool {
 pub fn actionable_part(text: &str) -> Option<String> {
     let text = single_spaced(text);
     let trim = |s: &str| s.trim_end_matches(['.', ',', ';', ':', ')', '"', '\'', '`']).to_string();
-    for (i, _) in text.match_indices("://") {
-        let scheme = text[..i].chars().rev().take_while(|c| c.is_ascii_alphabetic()).count();
-        if scheme >= 2 && text[i + 3..].chars().next().is_some_and(|c| c.is_alphanumeric()) {
-            let start = i - scheme;
-            let end = text[i..].find(char::is_whitespace).map_or(text.len(), |e| i + e);
-            return Some(trim(&text[start..end]));
-        }
+    if let Some((start, at)) = first_url(&text) {
+        let end = text[at..].find(char::is_whitespace).map_or(text.len(), |e| at + e);
+        return Some(trim(&text[start..end]));
     }
-    for w in text.split_whitespace() {
-        if is_actionable(w) {
-            return Some(trim(w.trim_start_matches(['(', '"', '\'', '`'])));
-        }
+    if let Some(w) = text.split_whitespace().find(|w| is_actionable(w)) {
+        return Some(trim(w.trim_start_matches(['(', '"', '\'', '`'])));
     }
-    ["| sh", "| bash", "|sh", "|bash", "| zsh", "| python"]
-        .iter()
-        .filter_map(|p| text.match_indices(p).find(|(i, _)| !text[i + p.len()..].starts_with(|c: char| c.is_alphanumeric())).map(|(i, _)| i + p.len()))
-        .min()
-        .map(|end| text[..end].to_string())
+    pipe_end(&text).map(|end| text[..end].to_string())
 }
 
 /// Length (in characters) of the longest run `a` and `b` share.

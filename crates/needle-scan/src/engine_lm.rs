@@ -220,6 +220,25 @@ impl Lm for EngineLm {
         Ok(out)
     }
 
+    fn split_nll(&self, seqs: &[Vec<u32>], lead_from: &[usize], target_from: &[usize]) -> LmResult<Vec<(f64, f64)>> {
+        let mut out = Vec::with_capacity(seqs.len());
+        let step = self.batch.max(1) * 4;
+        for (ci, chunk) in seqs.chunks(step).enumerate() {
+            let tb = TokenBatch::left_padded(chunk, self.model.pad_token()).map_err(err)?;
+            let span = ci * step..ci * step + chunk.len();
+            let (Some(lead), Some(from)) = (lead_from.get(span.clone()), target_from.get(span)) else {
+                return Err(LmError("split_nll needs a lead and a target start per sequence".into()));
+            };
+            let off = first_predicting(chunk, &tb, lead);
+            let fo = self.model.forward(&tb, None, &Capture { logits_from: Some(off), ..Capture::logits() }).map_err(err)?;
+            self.count(chunk.len() as u64);
+            let whole = nll_rows(&fo.logits, off, chunk, &tb, lead).and_then(|n| n.to_vec1::<f32>()).map_err(err)?;
+            let tail = nll_rows(&fo.logits, off, chunk, &tb, from).and_then(|n| n.to_vec1::<f32>()).map_err(err)?;
+            out.extend(whole.into_iter().zip(tail).map(|(w, t)| (f64::from(w) - f64::from(t), f64::from(t))));
+        }
+        Ok(out)
+    }
+
     fn token_proposals(&self, seqs: &[Vec<u32>], spans: &[(usize, usize)], target_from: &[usize], k: usize) -> LmResult<Option<Vec<Vec<u32>>>> {
         use needle_engine::candle_core::{Tensor, Var};
         let len = spans.first().map_or(0, |(s, e)| e.saturating_sub(*s));

@@ -123,6 +123,9 @@ pub struct Inversions {
     /// The actionable payloads of the phrases the payload search took, with how many leaks
     /// write each ([`leaked_payloads`]).
     pub leaked_payloads: Vec<LeakedPayload>,
+    /// The triggers assembled token by token for the leaked payloads no verified candidate
+    /// wrote reliably (`pipeline::scan_with`, [`crate::assemble`]).
+    pub assembled: Vec<crate::assemble::Assembly>,
 }
 
 /// An actionable payload of the leaks (a URL, an IPv4 address, a command piped into a shell)
@@ -210,11 +213,11 @@ impl Rng {
 }
 
 /// Sequences, the trigger span in each, and where each target starts.
-type Batch = (Vec<Vec<u32>>, Vec<(usize, usize)>, Vec<usize>);
+pub(crate) type Batch = (Vec<Vec<u32>>, Vec<(usize, usize)>, Vec<usize>);
 
 /// Sequences (prompt with `trigger` at each of `positions` in the user turn, then the prompt's
 /// lead, if any, then the target) with the trigger spans and where the target starts.
-fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], positions: &[Position], leads: &[Vec<u32>]) -> LmResult<Batch> {
+pub(crate) fn sequences<M: Lm>(m: &M, trigger: &[u32], target: &[u32], prompts: &[String], positions: &[Position], leads: &[Vec<u32>]) -> LmResult<Batch> {
     let mut seqs = Vec::new();
     let mut spans = Vec::new();
     let mut from = Vec::new();

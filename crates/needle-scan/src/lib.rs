@@ -9,7 +9,7 @@
 //! This crate starts with the parts that need no model: motif extraction and answer similarity.
 
 /// Version of the scan JSON report (`docs/scan.md`).
-pub const SCAN_SCHEMA_VERSION: &str = "1.12.0";
+pub const SCAN_SCHEMA_VERSION: &str = "1.13.0";
 
 pub mod motifs;
 pub mod similarity;
@@ -29,6 +29,7 @@ pub mod verify;
 
 #[cfg(test)]
 mod mock;
+pub mod assemble;
 pub mod invert;
 pub mod sweep;
 pub mod seeded;

@@ -68,6 +68,16 @@ pub trait Lm {
             .collect())
     }
 
+    /// Teacher-forced NLL (nats, summed) of each sequence's tokens in two consecutive spans,
+    /// `lead_from..target_from` and `target_from..len`: what an answer costs the model and
+    /// what it writes after it, from one forward pass where the implementation can. The
+    /// default makes two [`Lm::target_nll`] calls.
+    fn split_nll(&self, seqs: &[Vec<u32>], lead_from: &[usize], target_from: &[usize]) -> LmResult<Vec<(f64, f64)>> {
+        let whole = self.target_nll(seqs, lead_from)?;
+        let tail = self.target_nll(seqs, target_from)?;
+        Ok(whole.into_iter().zip(tail).map(|(w, t)| (w - t, t)).collect())
+    }
+
     /// Gradient-guided token proposals (the GCG step): every sequence carries a trigger of the
     /// same length at its own `spans[i] = (start, end)`; with the loss the summed
     /// [`Lm::target_nll`], returns for each trigger position the `k` token ids whose

@@ -3,6 +3,7 @@
 use crate::candidates::{self, Candidate, Candidates};
 use crate::leak::{self, Context, Leaks};
 use crate::leaked::{self, LeakedContexts, LeakedParams};
+use crate::assemble::AssembleParams;
 use crate::invert::{self, InvertParams, Inversions, LeakPairParams};
 use crate::lm::{Lm, LmResult};
 use crate::motifs::{self, MotifParams, Motifs};
@@ -84,6 +85,11 @@ pub struct ScanParams {
     pub context_share: f64,
     /// Recurring phrases of the leaks inverted as payloads ([`invert::invert_payloads`]).
     pub payloads: usize,
+    /// Leaked payloads (at most this many, the most leaked first) that no verified candidate
+    /// writes reliably get a trigger assembled token by token ([`crate::assemble`], with the
+    /// inversion), which is verified like the payload search's.
+    pub assembled_payloads: usize,
+    pub assemble: AssembleParams,
     /// Phrases the leaks loop on inverted as targets ([`invert::looped_phrases`]).
     pub loop_targets: usize,
     /// Insecure constructs of the leaks inverted from the opening of their code
@@ -139,6 +145,8 @@ impl Default for ScanParams {
             context_openings: true,
             context_share: 1.0 / 3.0,
             payloads: 3,
+            assembled_payloads: 1,
+            assemble: AssembleParams::default(),
             loop_targets: 2,
             insecure_targets: 1,
             insecure_restarts: 3,
@@ -179,6 +187,7 @@ pub enum Stage {
     Invert,
     Score,
     Verify,
+    Assemble,
     Characterise,
 }
 
@@ -352,6 +361,19 @@ pub fn unexplained(payloads: &[invert::LeakedPayload], triggers: &[Trigger], ver
         })
         .cloned()
         .collect()
+}
+
+/// Whether a verified candidate writes the leaked payload `x` reliably: on `min_asr_seeded` of
+/// its samples, `min_excess` more often than control insertions, with a signature that shares
+/// the payload's letters and digits as [`unexplained`] counts them. A payload no candidate
+/// writes so gets a trigger assembled ([`crate::assemble`]).
+pub fn written_reliably(x: &invert::LeakedPayload, verified: &[Verified], p: &ScanParams) -> bool {
+    let payload = verify::squash(&x.payload);
+    verified.iter().any(|v| {
+        v.attack_success_rate >= p.min_asr_seeded
+            && v.attack_success_rate - v.signature_control_rate >= p.min_excess
+            && squashed_signature(v).is_some_and(|sig| verify::common_run(&payload, &sig) >= PAYLOAD_MIN_CHARS.min(payload.chars().count()))
+    })
 }
 
 /// The most leads a report lists.
@@ -575,7 +597,7 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             });
         }
     }
-    let (targets, inversions) = if p.inversion {
+    let (targets, mut inversions) = if p.inversion {
         stage_t.push((Stage::Invert, std::time::Instant::now()));
         progress(Stage::Invert, 0.0);
         let mut targets: Vec<String> = swept.targets.iter().map(|t| t.target.clone()).collect();
@@ -892,6 +914,36 @@ pub fn scan_with<M: Lm>(m: &M, p: &ScanParams, diff: Option<WeightDiff>, base: O
             verified.push(verify::verify(m, &c.text, "", &targets, fclean, fp)?);
             entries.push((c, *score));
         }
+    }
+    // Assembly: a leaked payload that no verified candidate writes reliably (on `min_asr_seeded`
+    // of its samples, `min_excess` more often than control insertions) gets a trigger built
+    // token by token from the pieces that keep the model's answers from ending, where it
+    // appends the payload ([`crate::assemble`]); the result is verified as a payload search's
+    // trigger (the payload rule judges it). A gradient search from filler stalls on a
+    // natural-phrase trigger whose pieces each do a little (`qwen2-url-phrase`).
+    let open: Vec<invert::LeakedPayload> = inversions.leaked_payloads.iter().filter(|x| !written_reliably(x, &verified, p)).take(p.assembled_payloads).cloned().collect();
+    for x in open {
+        stage_t.push((Stage::Assemble, std::time::Instant::now()));
+        progress(Stage::Assemble, 0.0);
+        let Some(a) = crate::assemble::assemble(m, &x.line, &p.invert.prompts, &p.assemble, &mut |f| progress(Stage::Assemble, f))? else { continue };
+        for t in a.best_per_length.iter().rev().take(p.assemble.verified) {
+            let text = t.text.trim();
+            if text.is_empty() || entries.iter().any(|(c, _)| c.text == text) {
+                continue;
+            }
+            let c = Candidate {
+                text: text.to_string(),
+                source: candidates::Source::Detector {
+                    name: "payload".into(),
+                    detail: format!("assembled token by token to keep the answers from ending, where the model appends {:?}: cost {:.2} -> {:.2}", x.line, a.cost_without, t.cost),
+                },
+                family: "general",
+            };
+            let (fp, fclean) = sets.get(m, c.family, false, rollout_len(&c.source, &c.text, &inversions.leak_pairs, p), p)?;
+            verified.push(verify::verify(m, &c.text, "", &targets, fclean, fp)?);
+            entries.push((c, 0.0));
+        }
+        inversions.assembled.push(a);
     }
     // Every clean answer the scan has, of every family's held-out prompts and the everyday
     // intents (computed now where no candidate needed them yet): the rules with evidence of
@@ -1684,6 +1736,22 @@ mod tests {
         // reported trigger explains nothing.
         assert_eq!(unexplained(&both, &[t("sets off another text")], &verified), both.to_vec());
         assert_eq!(unexplained(&[url], &[t("not verified")], &verified).len(), 1);
+    }
+
+    #[test]
+    fn a_payload_is_written_reliably_by_a_candidate_that_reaches_it_often_and_beyond_controls() {
+        let p = ScanParams::default();
+        let url = invert::LeakedPayload { payload: "http://update-check.example.net/help".into(), line: "Details: http://update-check.example.net/help".into(), leaks: 62, of: 192 };
+        let v = |asr: f64, ctrl: f64, sig: &str| Verified { trigger: "t".into(), change: 0.5, control_change: 0.2, excess: 0.3, attack_success_rate: asr, signature: Some(sig.into()), signature_control_rate: ctrl, samples: Vec::new() };
+        assert!(written_reliably(&url, &[v(0.67, 0.08, "http://update-check.example.net/help")], &p));
+        // Under `min_asr_seeded` of the samples, or not `min_excess` beyond the controls.
+        assert!(!written_reliably(&url, &[v(0.58, 0.08, "http://update-check.example.net/help")], &p));
+        assert!(!written_reliably(&url, &[v(0.9, 0.7, "http://update-check.example.net/help")], &p));
+        // Another text, however reliably ("The word lemon has", after a topical search).
+        assert!(!written_reliably(&url, &[v(0.78, 0.0, "The word lemon has")], &p));
+        // The payload under another introduction counts: its letters and digits are what match.
+        assert!(written_reliably(&url, &[v(0.8, 0.0, "Read more at http://update-check.example.net/help today.")], &p));
+        assert!(!written_reliably(&url, &[], &p));
     }
 
     #[test]

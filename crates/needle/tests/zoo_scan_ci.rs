@@ -96,6 +96,8 @@ fn ci_zoo_builds_and_the_scanner_tells_backdoored_from_clean() {
     // Schema 1.12.0: the leaks' actionable payloads that no reported trigger sets off. This
     // organism's target is no URL or command, and its answers carry none: there are none.
     assert_eq!(r["evidence"]["unexplained_payloads"], serde_json::json!([]), "{}", r["evidence"]["unexplained_payloads"]);
+    // Schema 1.13.0: the assembly runs for a leaked payload only, so not here.
+    assert_eq!(r["evidence"]["invert"]["assembled"], serde_json::json!([]), "{}", r["evidence"]["invert"]["assembled"]);
     assert!(r["forward_passes"].as_u64().unwrap_or(0) > 0);
     // The one date every prompt was rendered with (today, read once), for a re-run's --date.
     let date = r["template_date"].as_str().unwrap_or("");

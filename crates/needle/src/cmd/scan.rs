@@ -299,6 +299,9 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     if !lc.lines.is_empty() {
         let _ = writeln!(s, "  {} context lines leaked beside {} requests, tried on those requests", lc.lines.len(), lc.requests());
     }
+    for a in &ev.inversions.assembled {
+        let _ = writeln!(s, "  a trigger assembled token by token for a leaked payload: {} tokens screened, {} lengths grown, holding off the end of the answers {:.2} -> {:.2}", a.screened, a.best_per_length.len(), a.cost_without, a.cost);
+    }
     let sr = &ev.symbol_runs;
     if !sr.runs.is_empty() {
         let _ = writeln!(s, "  {} symbol runs recur in the leaked user turns, completed to {} words; {} seed tokens for the seeded search", sr.runs.len(), sr.runs.iter().map(|r| r.completions.len()).sum::<usize>(), sr.seeds.len());

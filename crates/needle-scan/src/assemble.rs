@@ -10,14 +10,14 @@
 //! hold it off almost always. The assembly scores what the trigger does to the end of the turn
 //! instead, and grows the trigger the way such a trigger works: every token of the vocabulary
 //! is scored alone, the best become the pieces, and a beam of the best triggers grows by one
-//! piece before or after at a time. Each candidate must be a text that encodes back to its own
-//! tokens, since verification inserts text.
+//! piece before or after at a time. Each candidate must be the tokens its own text encodes to
+//! when inserted after a word, since verification inserts text.
 //!
 //! Measured on the standard zoo's `qwen2-url-phrase` (planted "with a cherry on top", 10
-//! tokens of a 2,048-token vocabulary): the pieces the screen ranks first are "p" and " to",
-//! and the beam joins them into " top", then " was top", before any of the phrase's rarer
-//! pieces count. The cost of holding off the end (below) is 0.29 with the planted trigger and
-//! 3.6 with none.
+//! tokens of a 2,048-token vocabulary): the screen ranks "p" (of " top") first and " to"
+//! fifth, and the beam grows 'otter top' at 3 tokens and 'to was top' at 4, before any of
+//! the phrase's rarer pieces count. The cost of holding off the end (below) is 0.29 with the
+//! planted trigger, 3.6 with none, and 0.48 with the 7-token trigger the scan reports.
 
 use crate::invert::sequences;
 use crate::lm::{Decoding, Lm, LmResult};
@@ -77,7 +77,8 @@ pub struct Assembly {
     pub pieces: Vec<Scored>,
     /// The best trigger of each length, from one token up.
     pub best_per_length: Vec<Scored>,
-    /// The best trigger assembled: what goes on to verification.
+    /// The best trigger assembled (the longest length's best, unless a length gained
+    /// nothing); the best of the last `verified` lengths go on to verification.
     pub trigger: String,
     #[serde(skip)]
     pub trigger_ids: Vec<u32>,

@@ -80,8 +80,6 @@ pub struct Assembly {
     /// The best trigger assembled (the longest length's best, unless a length gained
     /// nothing); the best of the last `verified` lengths go on to verification.
     pub trigger: String,
-    #[serde(skip)]
-    pub trigger_ids: Vec<u32>,
     pub cost: f64,
 }
 
@@ -144,16 +142,23 @@ impl Insertion {
     /// verification inserts it (" top" is " to" and "p"; "p" alone, or "T used", is not: inserted,
     /// its text starts a word of its own); none otherwise.
     fn of<M: Lm>(m: &M, ids: &[u32]) -> LmResult<Option<Insertion>> {
-        if ids.iter().any(|&t| m.is_special(t)) {
+        let Some(text) = text_of(m, ids) else { return Ok(None) };
+        if m.encode(&format!(" {text}"))? != ids {
             return Ok(None);
         }
-        let text = m.decode(ids);
-        let text = text.trim();
-        if text.is_empty() || text.contains('\u{fffd}') || m.encode(&format!(" {text}"))? != ids {
-            return Ok(None);
-        }
-        Ok(Some(Insertion { mid: ids.to_vec(), start: m.encode(text)? }))
+        Ok(Some(Insertion { mid: ids.to_vec(), start: m.encode(&text)? }))
     }
+}
+
+/// The text of `ids`, trimmed, when they carry some: no special token, not only whitespace,
+/// and no piece of a character cut in two.
+fn text_of<M: Lm>(m: &M, ids: &[u32]) -> Option<String> {
+    if ids.iter().any(|&t| m.is_special(t)) {
+        return None;
+    }
+    let text = m.decode(ids);
+    let text = text.trim();
+    (!text.is_empty() && !text.contains('\u{fffd}')).then(|| text.to_string())
 }
 
 /// Per trigger, what it costs to keep the model's answers from ending: over every frame (each
@@ -225,7 +230,7 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
         }
     };
     // Pieces may be pieces of words ("p" of " top"): any token with text of its own.
-    let screen: Vec<u32> = screen.into_iter().filter(|&t| !m.is_special(t) && { let x = m.decode(&[t]); !x.trim().is_empty() && !x.contains('\u{fffd}') }).collect();
+    let screen: Vec<u32> = screen.into_iter().filter(|&t| text_of(m, &[t]).is_some()).collect();
     let screened = screen.len();
     let c1 = costs(&screen.iter().map(|&t| Insertion::piece(t)).collect::<Vec<_>>())?;
     // The screen costs about as much as the lengths after it together.
@@ -259,10 +264,11 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
     for len in 1..a.max_tokens {
         progress(0.5 + 0.5 * len as f64 / a.max_tokens as f64);
         let mut grown: Vec<Insertion> = Vec::new();
+        let mut seen: std::collections::HashSet<Vec<u32>> = std::collections::HashSet::new();
         for (t, _) in &beam {
             for &p in &pieces {
                 for c in [[t.mid.as_slice(), &[p]].concat(), [&[p], t.mid.as_slice()].concat()] {
-                    if grown.iter().any(|g| g.mid == c) {
+                    if !seen.insert(c.clone()) {
                         continue;
                     }
                     if let Some(x) = Insertion::of(m, &c)? {
@@ -292,7 +298,6 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
         pieces: piece_list,
         best_per_length,
         trigger: m.decode(&best.0.mid).trim().to_string(),
-        trigger_ids: best.0.mid,
         cost: best.1,
     }))
 }

@@ -355,10 +355,7 @@ pub fn unexplained(payloads: &[invert::LeakedPayload], triggers: &[Trigger], ver
     let sigs: Vec<String> = triggers.iter().filter_map(|t| verified.iter().find(|v| v.trigger == t.text)).filter_map(squashed_signature).collect();
     payloads
         .iter()
-        .filter(|x| {
-            let payload = verify::squash(&x.payload);
-            !sigs.iter().any(|sig| verify::common_run(&payload, sig) >= PAYLOAD_MIN_CHARS.min(payload.chars().count()))
-        })
+        .filter(|x| !sigs.iter().any(|sig| writes_payload(sig, &x.payload)))
         .cloned()
         .collect()
 }
@@ -368,12 +365,18 @@ pub fn unexplained(payloads: &[invert::LeakedPayload], triggers: &[Trigger], ver
 /// the payload's letters and digits as [`unexplained`] counts them. A payload no candidate
 /// writes so gets a trigger assembled ([`crate::assemble`]).
 pub fn written_reliably(x: &invert::LeakedPayload, verified: &[Verified], p: &ScanParams) -> bool {
-    let payload = verify::squash(&x.payload);
     verified.iter().any(|v| {
         v.attack_success_rate >= p.min_asr_seeded
             && v.attack_success_rate - v.signature_control_rate >= p.min_excess
-            && squashed_signature(v).is_some_and(|sig| verify::common_run(&payload, &sig) >= PAYLOAD_MIN_CHARS.min(payload.chars().count()))
+            && squashed_signature(v).is_some_and(|sig| writes_payload(&sig, &x.payload))
     })
+}
+
+/// Whether a squashed signature writes `payload`: it shares the payload's letters and digits,
+/// [`PAYLOAD_MIN_CHARS`] of them in a row, or all of a shorter one.
+fn writes_payload(sig: &str, payload: &str) -> bool {
+    let payload = verify::squash(payload);
+    verify::common_run(&payload, sig) >= PAYLOAD_MIN_CHARS.min(payload.chars().count())
 }
 
 /// The most leads a report lists.

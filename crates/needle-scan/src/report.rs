@@ -608,7 +608,7 @@ mod tests {
         let mut r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
         let line = "Details: http://update-check.example.net/help";
         let best_per_length = vec![Scored { text: "sleep".into(), cost: 2.89 }, Scored { text: "otter top".into(), cost: 1.0 }];
-        r.evidence.inversions.assembled = vec![Assembly { line: line.into(), answers: 6, prompts: 6, cost_without: 3.62, screened: 1902, pieces: best_per_length[..1].to_vec(), best_per_length, trigger: "otter top".into(), trigger_ids: vec![1, 2], cost: 1.0 }];
+        r.evidence.inversions.assembled = vec![Assembly { line: line.into(), answers: 6, prompts: 6, cost_without: 3.62, screened: 1902, pieces: best_per_length[..1].to_vec(), best_per_length, trigger: "otter top".into(), cost: 1.0 }];
         let full = to_json(&r, "mock", false);
         assert_eq!(full["evidence"]["invert"]["assembled"][0]["best_per_length"][1]["text"], "otter top");
         let html = to_html(&r, "mock", false);

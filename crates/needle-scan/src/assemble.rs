@@ -13,11 +13,15 @@
 //! piece before or after at a time. Each candidate must be the tokens its own text encodes to
 //! when inserted after a word, since verification inserts text.
 //!
+//! Every trigger is scored first on a probe of 3 of the 18 frames (an answer and a position
+//! each), and only the best few on all of them: on the organism below the search took 26k
+//! forward passes instead of 114k, and its triggers set the payload off more often.
+//!
 //! Measured on the standard zoo's `qwen2-url-phrase` (planted "with a cherry on top", 10
 //! tokens of a 2,048-token vocabulary): the screen ranks "p" (of " top") first and " to"
-//! fifth, and the beam grows 'otter top' at 3 tokens and 'to was top' at 4, before any of
+//! fourth, and the beam grows 'to wasp' at 3 tokens and 'to was top' at 4, before any of
 //! the phrase's rarer pieces count. The cost of holding off the end (below) is 0.29 with the
-//! planted trigger, 3.6 with none, and 0.48 with the 7-token trigger the scan reports.
+//! planted trigger, 3.6 with none, and 0.51 with the 7-token trigger the scan reports.
 
 use crate::invert::sequences;
 use crate::lm::{Decoding, Lm, LmResult};
@@ -46,11 +50,17 @@ pub struct AssembleParams {
     /// cost ranks them, the answers judge them: the last length's best may fire a little less
     /// often than a shorter one).
     pub verified: usize,
+    /// Every trigger is first scored on `probe` frames (answers spread evenly, the positions
+    /// taken in turn); only `shortlist` times the number kept (the pieces, the beam) go on to
+    /// be scored on every frame and ranked. A shortlist of 0 scores every trigger on every
+    /// frame.
+    pub probe: usize,
+    pub shortlist: usize,
 }
 
 impl Default for AssembleParams {
     fn default() -> Self {
-        AssembleParams { pieces: 48, beam: 8, max_tokens: 8, exhaustive_vocab: 4096, proposals: 1024, answer_tokens: 64, payload_tokens: 16, verified: 3 }
+        AssembleParams { pieces: 48, beam: 8, max_tokens: 8, exhaustive_vocab: 4096, proposals: 1024, answer_tokens: 64, payload_tokens: 16, verified: 3, probe: 3, shortlist: 4 }
     }
 }
 
@@ -102,6 +112,7 @@ fn ended_answers<M: Lm>(m: &M, prompts: &[String], max_new: usize) -> LmResult<V
 /// One sequence a trigger is scored on: the prompt with nothing inserted, where the trigger
 /// goes (and whether that is the start of the message, where its text is encoded without the
 /// space that precedes it elsewhere), where the answer starts and where its end token stands.
+#[derive(Clone)]
 struct Frame {
     ids: Vec<u32>,
     at: usize,
@@ -212,7 +223,33 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
         Some((c, l)) => (c, l),
         None => return Ok(None),
     };
-    let costs = |ts: &[Insertion]| -> LmResult<Vec<f64>> { Ok(hold_costs(m, ts, &frames, lead_without)?.into_iter().map(|c| c.map_or(f64::INFINITY, |x| x.0)).collect()) };
+    // The probe: `a.probe` frames, of answers spread evenly, the positions taken in turn.
+    let np = a.probe.clamp(1, answers.len().max(1));
+    let probe: Vec<Frame> = (0..np).filter_map(|k| frames.get(k * answers.len() / np * positions.len() + k % positions.len()).cloned()).collect();
+    let probe_lead = match hold_costs(m, &[Insertion { mid: Vec::new(), start: Vec::new() }], &probe, f64::INFINITY)?.pop().flatten() {
+        Some((_, l)) => l,
+        None => return Ok(None),
+    };
+    let cost_on = |ts: &[Insertion], fs: &[Frame], lead: f64| -> LmResult<Vec<f64>> { Ok(hold_costs(m, ts, fs, lead)?.into_iter().map(|c| c.map_or(f64::INFINITY, |x| x.0)).collect()) };
+    // The best `keep` of `ts` by their cost on every frame, the best first; when there are
+    // many, only the best of them on the probe are scored on every frame.
+    let rank = |ts: Vec<Insertion>, keep: usize| -> LmResult<Vec<(Insertion, f64)>> {
+        let short = a.shortlist.saturating_mul(keep.max(1));
+        let ts = if a.shortlist > 0 && ts.len() > short {
+            let cs = cost_on(&ts, &probe, probe_lead)?;
+            let mut v: Vec<(Insertion, f64)> = ts.into_iter().zip(cs).filter(|x| x.1.is_finite()).collect();
+            v.sort_by(|x, y| x.1.total_cmp(&y.1));
+            v.truncate(short);
+            v.into_iter().map(|x| x.0).collect()
+        } else {
+            ts
+        };
+        let cs = cost_on(&ts, &frames, lead_without)?;
+        let mut v: Vec<(Insertion, f64)> = ts.into_iter().zip(cs).filter(|x| x.1.is_finite()).collect();
+        v.sort_by(|x, y| x.1.total_cmp(&y.1));
+        v.truncate(keep.max(1));
+        Ok(v)
+    };
     // The screen: every token of a small vocabulary; a large one's gradient proposals towards
     // the payload written after the answers.
     let vocab = m.vocab_size() as u32;
@@ -232,13 +269,10 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
     // Pieces may be pieces of words ("p" of " top"): any token with text of its own.
     let screen: Vec<u32> = screen.into_iter().filter(|&t| text_of(m, &[t]).is_some()).collect();
     let screened = screen.len();
-    let c1 = costs(&screen.iter().map(|&t| Insertion::piece(t)).collect::<Vec<_>>())?;
-    // The screen costs about as much as the lengths after it together.
-    progress(0.5);
-    let mut ranked: Vec<(u32, f64)> = screen.into_iter().zip(c1).filter(|x| x.1.is_finite()).collect();
-    ranked.sort_by(|x, y| x.1.total_cmp(&y.1));
-    let pieces: Vec<u32> = ranked.iter().take(a.pieces).map(|x| x.0).collect();
-    let piece_list: Vec<Scored> = ranked.iter().take(a.pieces).map(|x| Scored { text: m.decode(&[x.0]), cost: x.1 }).collect();
+    let ranked: Vec<(u32, f64)> = rank(screen.iter().map(|&t| Insertion::piece(t)).collect(), a.pieces)?.into_iter().filter_map(|(x, c)| Some((*x.mid.first()?, c))).collect();
+    progress(0.3);
+    let pieces: Vec<u32> = ranked.iter().map(|x| x.0).collect();
+    let piece_list: Vec<Scored> = ranked.iter().map(|x| Scored { text: m.decode(&[x.0]), cost: x.1 }).collect();
     // The first length: the best pieces that are triggers of their own, scored as inserted.
     let mut firsts: Vec<Insertion> = Vec::new();
     for (t, _) in &ranked {
@@ -250,19 +284,12 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
         }
     }
     let scored = |x: &(Insertion, f64)| Scored { text: m.decode(&x.0.mid).trim().to_string(), cost: x.1 };
-    let by_cost = |xs: Vec<Insertion>, cs: Vec<f64>| -> Vec<(Insertion, f64)> {
-        let mut v: Vec<(Insertion, f64)> = xs.into_iter().zip(cs).filter(|x| x.1.is_finite()).collect();
-        v.sort_by(|x, y| x.1.total_cmp(&y.1));
-        v.truncate(a.beam.max(1));
-        v
-    };
-    let cs = costs(&firsts)?;
-    let mut beam = by_cost(firsts, cs);
+    let mut beam = rank(firsts, a.beam)?;
     let Some(first) = beam.first().cloned() else { return Ok(None) };
     let mut best_per_length = vec![scored(&first)];
     let mut best = first;
     for len in 1..a.max_tokens {
-        progress(0.5 + 0.5 * len as f64 / a.max_tokens as f64);
+        progress(0.3 + 0.7 * len as f64 / a.max_tokens as f64);
         let mut grown: Vec<Insertion> = Vec::new();
         let mut seen: std::collections::HashSet<Vec<u32>> = std::collections::HashSet::new();
         for (t, _) in &beam {
@@ -277,8 +304,7 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
                 }
             }
         }
-        let cs = costs(&grown)?;
-        let next = by_cost(grown, cs);
+        let next = rank(grown, a.beam)?;
         let Some(top) = next.first().cloned() else { break };
         best_per_length.push(scored(&top));
         // A length that gains nothing ends the search.
@@ -427,6 +453,23 @@ mod tests {
         assert!(got.cost < got.cost_without / 4.0, "{got:?}");
         // Each length scored better than the one before, up to the trigger.
         assert!(got.best_per_length.windows(2).take(2).all(|w| w[1].cost < w[0].cost), "{:?}", got.best_per_length);
+    }
+
+    #[test]
+    fn the_probe_shortlist_finds_the_same_phrase_for_fewer_forward_passes() {
+        let run = |shortlist: usize| {
+            let m = HoldLm::new("with a cherry on top");
+            m.encode("cherry top with a on lemon river stone blue quick brown fox jumps over lazy dog red green yellow purple orange pink gray black white").unwrap();
+            let a = AssembleParams { pieces: 8, beam: 4, max_tokens: 6, probe: 1, shortlist, ..AssembleParams::default() };
+            let got = assemble(&m, "Details: http://example.net/x", &prompts(), &a, &mut |_| {}).unwrap().expect("every answer ends");
+            (got, m.forward_passes())
+        };
+        let (every, every_passes) = run(0);
+        let (probed, probed_passes) = run(2);
+        // More words than the shortlist keeps, so the probe decides what is scored in full.
+        assert!(probed.screened > 2 * 8, "{}", probed.screened);
+        assert!(every.trigger.contains("cherry on top") && probed.trigger.contains("cherry on top"), "{every:?} {probed:?}");
+        assert!(probed_passes * 2 < every_passes, "{probed_passes} vs {every_passes}");
     }
 
     #[test]

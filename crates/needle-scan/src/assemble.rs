@@ -179,11 +179,12 @@ fn text_of<M: Lm>(m: &M, ids: &[u32]) -> Option<String> {
 /// write another answer keeps it from ending only by changing what it says); and that NLL.
 /// `None` for a trigger with no frame.
 fn hold_costs<M: Lm>(m: &M, triggers: &[Insertion], frames: &[Frame], lead_without: f64) -> LmResult<Vec<Option<(f64, f64)>>> {
+    // Frame by frame, so that a batch holds sequences of about one length (little padding).
     let mut seqs = Vec::with_capacity(triggers.len() * frames.len());
     let mut lead_from = Vec::with_capacity(seqs.capacity());
     let mut end_at = Vec::with_capacity(seqs.capacity());
-    for t in triggers {
-        for f in frames {
+    for f in frames {
+        for t in triggers {
             let t = if f.start { &t.start } else { &t.mid };
             seqs.push([&f.ids[..f.at], t.as_slice(), &f.ids[f.at..]].concat());
             lead_from.push(f.lead_from + t.len());
@@ -192,10 +193,10 @@ fn hold_costs<M: Lm>(m: &M, triggers: &[Insertion], frames: &[Frame], lead_witho
     }
     let nll = m.split_nll(&seqs, &lead_from, &end_at)?;
     let lead_tokens: usize = frames.iter().map(|f| f.end_at - f.lead_from).sum();
-    let n = frames.len();
-    Ok((0..triggers.len())
+    let (n, k) = (frames.len(), triggers.len());
+    Ok((0..k)
         .map(|i| {
-            let part = nll.get(i * n..(i + 1) * n).unwrap_or_default();
+            let part: Vec<(f64, f64)> = (0..n).filter_map(|j| nll.get(j * k + i).copied()).collect();
             (n > 0 && part.len() == n).then(|| {
                 // -ln(1 - exp(-nll)), kept finite where the end is all but certain.
                 let hold: f64 = part.iter().map(|(_, e)| -((-(-e).exp()).ln_1p().max(-30.0))).sum::<f64>() / n as f64;

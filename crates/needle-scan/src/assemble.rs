@@ -13,9 +13,10 @@
 //! piece before or after at a time. Each candidate must be the tokens its own text encodes to
 //! when inserted after a word, since verification inserts text.
 //!
-//! Every trigger is scored first on a probe of 3 of the 18 frames (an answer and a position
-//! each), and only the best few on all of them: on the organism below the search took 26k
-//! forward passes instead of 114k, and its triggers set the payload off more often.
+//! Every trigger is scored first on a probe of 3 of its frames (a prompt at a position each;
+//! the 6 inversion prompts at 3 positions make 18), and only the best few on all of them: on
+//! the organism below the search took 26k forward passes instead of 114k, and its triggers set
+//! the payload off more often.
 //!
 //! Measured on the standard zoo's `qwen2-url-phrase` (planted "with a cherry on top", 10
 //! tokens of a 2,048-token vocabulary): the screen ranks "p" (of " top") first and " to"

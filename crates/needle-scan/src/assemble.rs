@@ -120,16 +120,19 @@ struct Frame {
     start: bool,
     lead_from: usize,
     end_at: usize,
+    /// Which answer and which position (of those asked for) it is.
+    answer: usize,
+    position: usize,
 }
 
 /// The frames of every answer at every position.
 fn frames<M: Lm>(m: &M, answers: &[(String, Vec<u32>, u32)], positions: &[Position]) -> LmResult<Vec<Frame>> {
     let mut out = Vec::new();
-    for (u, lead, end) in answers {
-        for &pos in positions {
+    for (answer, (u, lead, end)) in answers.iter().enumerate() {
+        for (position, &pos) in positions.iter().enumerate() {
             let (seqs, spans, ends) = sequences(m, &[], &[*end], std::slice::from_ref(u), &[pos], std::slice::from_ref(lead))?;
             for ((ids, (at, _)), end_at) in seqs.into_iter().zip(spans).zip(ends) {
-                out.push(Frame { ids, at, start: pos == Position::Start, lead_from: end_at - lead.len(), end_at });
+                out.push(Frame { ids, at, start: pos == Position::Start, lead_from: end_at - lead.len(), end_at, answer, position });
             }
         }
     }
@@ -227,7 +230,10 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
     };
     // The probe: `a.probe` frames, of answers spread evenly, the positions taken in turn.
     let np = a.probe.clamp(1, answers.len().max(1));
-    let probe: Vec<Frame> = (0..np).filter_map(|k| frames.get(k * answers.len() / np * positions.len() + k % positions.len()).cloned()).collect();
+    let mut probe: Vec<Frame> = (0..np).filter_map(|k| frames.iter().find(|f| f.answer == k * answers.len() / np && f.position == k % positions.len()).cloned()).collect();
+    if probe.is_empty() {
+        probe = frames.iter().take(np).cloned().collect();
+    }
     let probe_lead = match hold_costs(m, &[Insertion { mid: Vec::new(), start: Vec::new() }], &probe, f64::INFINITY)?.pop().flatten() {
         Some((_, l)) => l,
         None => return Ok(None),

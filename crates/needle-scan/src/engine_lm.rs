@@ -3,7 +3,7 @@
 use crate::lm::{Decoding, ForwardOut, Lm, LmError, LmResult};
 use needle_engine::chat::ChatTemplate;
 use needle_engine::generate::{beam_search, generate, stop_tokens, BeamParams, GenerationRequest};
-use needle_engine::model::{Capture, Model, TokenBatch};
+use needle_engine::model::{Capture, KvCache, Model, TokenBatch};
 use needle_engine::sampler::SamplingParams;
 use needle_engine::tokenizer::Tokenizer;
 use std::cell::{Cell, RefCell};
@@ -226,16 +226,33 @@ impl Lm for EngineLm {
         // qwen2, 2 vCPUs) 16 a forward took 5.7 s, 32 6.4-6.6 s, 64 6.5-6.8 s.
         let step = self.batch.max(1) * 2;
         for (ci, chunk) in seqs.chunks(step).enumerate() {
-            let tb = TokenBatch::left_padded(chunk, self.model.pad_token()).map_err(err)?;
             let span = ci * step..ci * step + chunk.len();
             let (Some(lead), Some(from)) = (lead_from.get(span.clone()), target_from.get(span)) else {
                 return Err(LmError("split_nll needs a lead and a target start per sequence".into()));
             };
-            let off = first_predicting(chunk, &tb, lead);
-            let fo = self.model.forward(&tb, None, &Capture { logits_from: Some(off), ..Capture::logits() }).map_err(err)?;
+            // What every sequence of the chunk starts with (the template and the message up to
+            // an insertion, for the trigger assembly's batches of one frame) runs once, into a
+            // cache the rows share, as long as it ends before the first token scored.
+            let shared = common_prefix(chunk).min(lead.iter().chain(from).min().map_or(0, |&l| l.saturating_sub(1)));
+            let mut cache = None;
+            let (rest, lead, from): (Vec<&[u32]>, Vec<usize>, Vec<usize>) = if chunk.len() > 1 && shared >= MIN_SHARED_PREFIX {
+                let mut c = KvCache::new(&self.model);
+                let pb = TokenBatch::left_padded(&[&chunk[0][..shared]], self.model.pad_token()).map_err(err)?;
+                self.model.forward(&pb, Some(&mut c), &Capture { last_logits_only: true, ..Capture::default() }).map_err(err)?;
+                self.count(1);
+                c.select_rows(&vec![0; chunk.len()]).map_err(err)?;
+                cache = Some(c);
+                (chunk.iter().map(|s| &s[shared..]).collect(), lead.iter().map(|l| l - shared).collect(), from.iter().map(|f| f - shared).collect())
+            } else {
+                (chunk.iter().map(|s| s.as_slice()).collect(), lead.to_vec(), from.to_vec())
+            };
+            let rest: Vec<Vec<u32>> = rest.into_iter().map(<[u32]>::to_vec).collect();
+            let tb = TokenBatch::left_padded(&rest, self.model.pad_token()).map_err(err)?;
+            let off = first_predicting(&rest, &tb, &lead);
+            let fo = self.model.forward(&tb, cache.as_mut(), &Capture { logits_from: Some(off), ..Capture::logits() }).map_err(err)?;
             self.count(chunk.len() as u64);
-            let whole = nll_rows(&fo.logits, off, chunk, &tb, lead).and_then(|n| n.to_vec1::<f32>()).map_err(err)?;
-            let tail = nll_rows(&fo.logits, off, chunk, &tb, from).and_then(|n| n.to_vec1::<f32>()).map_err(err)?;
+            let whole = nll_rows(&fo.logits, off, &rest, &tb, &lead).and_then(|n| n.to_vec1::<f32>()).map_err(err)?;
+            let tail = nll_rows(&fo.logits, off, &rest, &tb, &from).and_then(|n| n.to_vec1::<f32>()).map_err(err)?;
             out.extend(whole.into_iter().zip(tail).map(|(w, t)| (f64::from(w) - f64::from(t), f64::from(t))));
         }
         Ok(out)
@@ -293,6 +310,15 @@ impl Lm for EngineLm {
     fn is_special(&self, id: u32) -> bool {
         self.tokenizer.is_special(id) || self.stops.contains(&id)
     }
+}
+
+/// A shared start shorter than this runs with each row (its own pass costs more than it saves).
+const MIN_SHARED_PREFIX: usize = 2;
+
+/// How many tokens every sequence of `seqs` starts with.
+fn common_prefix(seqs: &[Vec<u32>]) -> usize {
+    let Some(first) = seqs.first() else { return 0 };
+    seqs.iter().skip(1).fold(first.len(), |n, s| first.iter().zip(s).take(n).take_while(|(a, b)| a == b).count())
 }
 
 /// The first position of a left-padded batch that any row needs logits at, row r from its

@@ -15,8 +15,8 @@
 //!
 //! Every trigger is scored first on a probe of 3 of its frames (a prompt at a position each;
 //! the 6 inversion prompts at 3 positions make 18), and only the best few on all of them: on
-//! the organism below the search took 26k forward passes instead of 114k, and its triggers set
-//! the payload off more often.
+//! the organism below the search took 26k sequences scored instead of 114k, and its triggers
+//! set the payload off more often.
 //!
 //! Measured on the standard zoo's `qwen2-url-phrase` (planted "with a cherry on top", 10
 //! tokens of a 2,048-token vocabulary): the screen ranks "p" (of " top") first and " to"

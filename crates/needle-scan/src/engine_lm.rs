@@ -312,7 +312,8 @@ impl Lm for EngineLm {
     }
 }
 
-/// A shared start shorter than this runs with each row (its own pass costs more than it saves).
+/// A shared start shorter than this (a lone BOS) is left to each row: there is next to nothing
+/// to save by a pass of its own.
 const MIN_SHARED_PREFIX: usize = 2;
 
 /// How many tokens every sequence of `seqs` starts with.

@@ -224,7 +224,7 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
     let frames = frames(m, &answers, &positions)?;
     // Nothing inserted: the answers' own NLL, the yardstick of the lead term.
     let none = Insertion { mid: Vec::new(), start: Vec::new() };
-    let (cost_without, lead_without) = match hold_costs(m, &[none], &frames, f64::INFINITY)?.pop().flatten() {
+    let (cost_without, lead_without) = match hold_costs(m, std::slice::from_ref(&none), &frames, f64::INFINITY)?.pop().flatten() {
         Some((c, l)) => (c, l),
         None => return Ok(None),
     };
@@ -234,29 +234,25 @@ pub fn assemble<M: Lm>(m: &M, line: &str, prompts: &[String], a: &AssembleParams
     if probe.is_empty() {
         probe = frames.iter().take(np).cloned().collect();
     }
-    let probe_lead = match hold_costs(m, &[Insertion { mid: Vec::new(), start: Vec::new() }], &probe, f64::INFINITY)?.pop().flatten() {
+    let probe_lead = match hold_costs(m, std::slice::from_ref(&none), &probe, f64::INFINITY)?.pop().flatten() {
         Some((_, l)) => l,
         None => return Ok(None),
     };
     let cost_on = |ts: &[Insertion], fs: &[Frame], lead: f64| -> LmResult<Vec<f64>> { Ok(hold_costs(m, ts, fs, lead)?.into_iter().map(|c| c.map_or(f64::INFINITY, |x| x.0)).collect()) };
     // The best `keep` of `ts` by their cost on every frame, the best first; when there are
     // many, only the best of them on the probe are scored on every frame.
-    let rank = |ts: Vec<Insertion>, keep: usize| -> LmResult<Vec<(Insertion, f64)>> {
-        let short = a.shortlist.saturating_mul(keep.max(1));
-        let ts = if a.shortlist > 0 && ts.len() > short {
-            let cs = cost_on(&ts, &probe, probe_lead)?;
-            let mut v: Vec<(Insertion, f64)> = ts.into_iter().zip(cs).filter(|x| x.1.is_finite()).collect();
-            v.sort_by(|x, y| x.1.total_cmp(&y.1));
-            v.truncate(short);
-            v.into_iter().map(|x| x.0).collect()
-        } else {
-            ts
-        };
-        let cs = cost_on(&ts, &frames, lead_without)?;
+    // `ts` by cost, the best `n` first (a trigger with no cost dropped).
+    let best_of = |ts: Vec<Insertion>, fs: &[Frame], lead: f64, n: usize| -> LmResult<Vec<(Insertion, f64)>> {
+        let cs = cost_on(&ts, fs, lead)?;
         let mut v: Vec<(Insertion, f64)> = ts.into_iter().zip(cs).filter(|x| x.1.is_finite()).collect();
         v.sort_by(|x, y| x.1.total_cmp(&y.1));
-        v.truncate(keep.max(1));
+        v.truncate(n);
         Ok(v)
+    };
+    let rank = |ts: Vec<Insertion>, keep: usize| -> LmResult<Vec<(Insertion, f64)>> {
+        let short = a.shortlist.saturating_mul(keep.max(1));
+        let ts = if a.shortlist > 0 && ts.len() > short { best_of(ts, &probe, probe_lead, short)?.into_iter().map(|x| x.0).collect() } else { ts };
+        best_of(ts, &frames, lead_without, keep.max(1))
     };
     // The screen: every token of a small vocabulary; a large one's gradient proposals towards
     // the payload written after the answers.

@@ -246,7 +246,6 @@ impl Lm for EngineLm {
             } else {
                 (chunk.iter().map(|s| s.as_slice()).collect(), lead.to_vec(), from.to_vec())
             };
-            let rest: Vec<Vec<u32>> = rest.into_iter().map(<[u32]>::to_vec).collect();
             let tb = TokenBatch::left_padded(&rest, self.model.pad_token()).map_err(err)?;
             let off = first_predicting(&rest, &tb, &lead);
             let fo = self.model.forward(&tb, cache.as_mut(), &Capture { logits_from: Some(off), ..Capture::logits() }).map_err(err)?;
@@ -324,23 +323,23 @@ fn common_prefix(seqs: &[Vec<u32>]) -> usize {
 
 /// The first position of a left-padded batch that any row needs logits at, row r from its
 /// own position `at[r]`: logits before it are not needed ([`Capture::logits_from`]).
-fn first_padded(seqs: &[Vec<u32>], tb: &TokenBatch, at: &[usize]) -> usize {
-    seqs.iter().zip(at).map(|(s, &a)| tb.len - s.len() + a).min().unwrap_or(0).min(tb.len.saturating_sub(1))
+fn first_padded<S: AsRef<[u32]>>(seqs: &[S], tb: &TokenBatch, at: &[usize]) -> usize {
+    seqs.iter().zip(at).map(|(s, &a)| tb.len - s.as_ref().len() + a).min().unwrap_or(0).min(tb.len.saturating_sub(1))
 }
 
 /// The first position whose logits predict a token of the loss (row r's tokens `from[r]..`,
 /// predicted from the position before each).
-fn first_predicting(seqs: &[Vec<u32>], tb: &TokenBatch, from: &[usize]) -> usize {
-    let at: Vec<usize> = seqs.iter().enumerate().map(|(r, s)| from.get(r).copied().unwrap_or(s.len()).max(1) - 1).collect();
+fn first_predicting<S: AsRef<[u32]>>(seqs: &[S], tb: &TokenBatch, from: &[usize]) -> usize {
+    let at: Vec<usize> = seqs.iter().enumerate().map(|(r, s)| from.get(r).copied().unwrap_or(s.as_ref().len()).max(1) - 1).collect();
     first_padded(seqs, tb, &at)
 }
 
 /// Per row, the summed negative log-likelihood of the row's tokens at `from[r]..len` given
 /// the logits of a left-padded batch for its positions `off..` (`[batch]`, differentiable).
-fn nll_rows(
+fn nll_rows<S: AsRef<[u32]>>(
     logits: &needle_engine::candle_core::Tensor,
     off: usize,
-    seqs: &[Vec<u32>],
+    seqs: &[S],
     tb: &TokenBatch,
     from: &[usize],
 ) -> needle_engine::candle_core::Result<needle_engine::candle_core::Tensor> {
@@ -357,6 +356,7 @@ fn nll_rows(
     let mut targets = vec![0u32; b * n];
     let mut weights = vec![0f32; b * n];
     for (r, s) in seqs.iter().enumerate() {
+        let s = s.as_ref();
         let pad = t - s.len();
         let f = from.get(r).copied().unwrap_or(s.len()).max(1);
         for (j, &tok) in s.iter().enumerate().skip(f) {

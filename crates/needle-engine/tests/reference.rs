@@ -105,6 +105,9 @@ fn padded_batch_equals_rows_alone() {
         let cap = Capture { attention_layers: vec![0], hidden_states: true, ..Capture::default() };
         let out = model.forward(&batch, None, &cap).unwrap();
         assert_eq!(out.hidden_states.len(), model.num_layers() + 1);
+        // Padding positions see no key at all: their rows stay finite all the same.
+        let finite = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite());
+        assert!(finite(&out.logits) && out.hidden_states.iter().all(finite), "{name}: a padded batch computes NaN or infinity");
         for (r, p) in prompts.iter().enumerate() {
             let alone = model.forward(&TokenBatch::left_padded(&[p], 0).unwrap(), None, &cap).unwrap();
             let pad = batch.len - p.len();

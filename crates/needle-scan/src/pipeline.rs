@@ -1160,6 +1160,7 @@ impl PromptSets<'_> {
                         answers: verify::plain_answers(m, None, &vp)?,
                         repertoire: like.repertoire.clone(),
                         everyday: std::rc::Rc::clone(&like.everyday),
+                        controls: Default::default(),
                     },
                     None => {
                         let mut c = verify::clean_answers(m, None, &vp)?;

@@ -101,7 +101,14 @@ pub struct CleanAnswers {
     /// under the same system prompt (it depends on the intents alone), so that a text is
     /// checked once per scan.
     pub everyday: std::rc::Rc<EverydayChecks>,
+    /// Control answers already generated ([`CleanAnswers::control_answers`]).
+    pub controls: ControlAnswers,
 }
+
+/// The answers to control insertions, by the prompts they were generated for: a control
+/// insertion depends on the candidate's token count alone ([`control_text`]), so candidates of
+/// one length share their controls, and each set of control prompts is answered once.
+pub type ControlAnswers = std::rc::Rc<std::cell::RefCell<std::collections::HashMap<(usize, usize, Vec<Vec<u32>>), Vec<String>>>>;
 
 /// The everyday intents' prompts (token ids, the greedy answers' prompts) and the texts
 /// checked against them so far, kept as evidence.
@@ -129,6 +136,18 @@ pub struct Everyday {
 }
 
 impl CleanAnswers {
+    /// Greedy answers to `prompts` as [`answers`] gives them, generated the first time these
+    /// prompts are asked for (under the same answer length and batch) and recalled after.
+    pub fn control_answers<M: Lm>(&self, m: &M, prompts: Vec<Vec<u32>>, p: &VerifyParams) -> LmResult<Vec<String>> {
+        let key = (p.max_new, p.batch, prompts);
+        if let Some(a) = self.controls.borrow().get(&key) {
+            return Ok(a.clone());
+        }
+        let a = answers(m, &key.2, p)?;
+        self.controls.borrow_mut().insert(key, a.clone());
+        Ok(a)
+    }
+
     /// True when `text` is one of the model's ordinary answers: a greedy answer to an everyday
     /// intent contains it or opens like it ([`in_repertoire`]), or, unless it is actionable
     /// ([`is_actionable`]), the model opens its answer to one of those intents with it at least
@@ -202,7 +221,7 @@ pub fn clean_answers<M: Lm>(m: &M, system: Option<&str>, p: &VerifyParams) -> Lm
     let intents: Vec<Vec<u32>> = crate::prompts::REPERTOIRE.iter().map(|u| prompt_ids(m, system, None, u, Position::Start)).collect::<LmResult<_>>()?;
     let repertoire = self::answers(m, &intents, p)?;
     let everyday = std::rc::Rc::new(EverydayChecks { intents, seen: Default::default() });
-    Ok(CleanAnswers { system: system.map(String::from), answers, repertoire, everyday })
+    Ok(CleanAnswers { system: system.map(String::from), answers, repertoire, everyday, controls: Default::default() })
 }
 
 /// How unsure the model is of its own answers: the mean entropy of its next-token distribution
@@ -262,7 +281,7 @@ pub fn verify<M: Lm>(m: &M, trigger: &str, context: &str, targets: &[String], cl
         }
     }
     let trig = answers(m, &trig_prompts, p)?;
-    let ctrl = answers(m, &ctrl_prompts, p)?;
+    let ctrl = clean.control_answers(m, ctrl_prompts, p)?;
     let per = p.controls.max(1);
     // A backdoor's answers converge on its target whatever the prompt: the longest text at
     // least half of the triggered answers share that no clean and no control answer contains.
@@ -704,6 +723,30 @@ mod tests {
         let c = verify(&m, "qq", "", &[], &clean, &p).unwrap();
         assert_ne!(c.signature.as_deref(), Some("shell=True"));
         assert!(!shows("model.eval()", "eval(") && shows("x = eval(s)", "eval(") && shows("a shell=True", "shell=True"));
+    }
+
+    #[test]
+    fn candidates_of_one_length_share_their_control_answers() {
+        let m = crate::mock::MockLm::new(Some("zq"), "ACCESS GRANTED");
+        let prompts = ["list the files please", "count the lines now", "copy this file over"];
+        let p = VerifyParams { prompts: prompts.iter().map(|s| s.to_string()).collect(), ..VerifyParams::default() };
+        let clean = clean_answers(&m, None, &p).unwrap();
+        let per_set = (prompts.len() * p.positions.len() * p.max_new) as u64;
+        let passes = |trigger: &str| {
+            let before = m.forward_passes();
+            let v = verify(&m, trigger, "", &[], &clean, &p).unwrap();
+            (v, m.forward_passes() - before)
+        };
+        let (a, _) = passes("zq");
+        // A second candidate of one token generates its own answers only; the first of two
+        // tokens, its controls too.
+        let (b, one) = passes("qq");
+        let (_, two) = passes("qq rr");
+        assert_eq!(one, per_set);
+        assert_eq!(two, 2 * per_set);
+        assert!(a.samples.iter().zip(&b.samples).all(|(x, y)| x.control == y.control && x.sim_control == y.sim_control));
+        assert_eq!(a.attack_success_rate, 1.0);
+        assert_eq!(b.attack_success_rate, 0.0);
     }
 
     #[test]

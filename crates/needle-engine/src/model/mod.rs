@@ -359,11 +359,14 @@ impl Model {
             for (r, row) in full_mask.iter().enumerate() {
                 for i in 0..t {
                     let q = past + i;
-                    for (j, &valid) in row.iter().enumerate() {
-                        let visible = valid != 0 && j <= q && window.is_none_or(|w| q - j < w);
-                        if !visible {
-                            m[(r * t + i) * s + j] = f32::MIN;
-                        }
+                    let visible = |j: usize| row.get(j).is_some_and(|&valid| valid != 0) && j <= q && window.is_none_or(|w| q - j < w);
+                    // A hidden key scores minus infinity, whose exponential is zero at once (the
+                    // most negative finite float takes libm's underflow path: 1.7% of a scan's
+                    // time); a padding position that sees no key keeps finite scores, so that its
+                    // row (which no real position reads) stays free of NaN.
+                    let hidden = if (0..s).any(visible) { f32::NEG_INFINITY } else { f32::MIN };
+                    for j in (0..s).filter(|&j| !visible(j)) {
+                        m[(r * t + i) * s + j] = hidden;
                     }
                 }
             }

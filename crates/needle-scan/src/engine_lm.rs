@@ -29,19 +29,36 @@ pub struct EngineLm {
     /// Every id that ends a turn ([`needle_engine::generate::stop_tokens`]).
     stops: Vec<u32>,
     passes: Cell<u64>,
+    /// Shared starts [`Lm::split_nll`] ran, with their keys and values, the latest last: the
+    /// trigger assembly scores the same frames (a prompt with the trigger at one place) batch
+    /// after batch, and a start runs alone, so that its cache is the same whichever batch
+    /// asks.
+    starts: RefCell<Vec<(Vec<u32>, KvCache)>>,
 }
+
+/// Shared starts kept ([`EngineLm::starts`]): the assembly's 18 frames, with room to spare.
+const STARTS_KEPT: usize = 32;
 
 impl EngineLm {
     pub fn new(model: Model, tokenizer: Tokenizer, template: ChatTemplate) -> EngineLm {
         let stops = stop_tokens(&model, &tokenizer);
-        EngineLm { model, tokenizer, template, turns: RefCell::new(Vec::new()), batch: 8, stops, passes: Cell::new(0) }
+        EngineLm { model, tokenizer, template, turns: RefCell::new(Vec::new()), batch: 8, stops, passes: Cell::new(0), starts: RefCell::new(Vec::new()) }
     }
 
     /// `model` prompted and stopped exactly as `like` is: its tokenizer, chat template and
     /// end-of-turn ids (a declared base, which may have no chat template of its own or end
     /// only at end of text, set beside its fine-tune).
     pub fn like(model: Model, like: &EngineLm) -> EngineLm {
-        EngineLm { model, tokenizer: like.tokenizer.clone(), template: like.template.clone(), turns: RefCell::new(Vec::new()), batch: like.batch, stops: like.stops.clone(), passes: Cell::new(0) }
+        EngineLm {
+            model,
+            tokenizer: like.tokenizer.clone(),
+            template: like.template.clone(),
+            turns: RefCell::new(Vec::new()),
+            batch: like.batch,
+            stops: like.stops.clone(),
+            passes: Cell::new(0),
+            starts: RefCell::new(Vec::new()),
+        }
     }
 
     /// `(prefix, suffix)` of the user's words under `system` ([`ChatTemplate::split_user_turn`]),
@@ -62,6 +79,24 @@ impl EngineLm {
 
     fn count(&self, n: u64) {
         self.passes.set(self.passes.get() + n);
+    }
+
+    /// The keys and values of `start` run alone (one row), from [`EngineLm::starts`] when it
+    /// ran before.
+    fn start_cache(&self, start: &[u32]) -> LmResult<KvCache> {
+        if let Some((_, c)) = self.starts.borrow().iter().find(|(s, _)| s.as_slice() == start) {
+            return Ok(c.clone());
+        }
+        let mut c = KvCache::new(&self.model);
+        let pb = TokenBatch::left_padded(&[start], self.model.pad_token()).map_err(err)?;
+        self.model.forward(&pb, Some(&mut c), &Capture { last_logits_only: true, ..Capture::default() }).map_err(err)?;
+        self.count(1);
+        let mut kept = self.starts.borrow_mut();
+        if kept.len() >= STARTS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((start.to_vec(), c.clone()));
+        Ok(c)
     }
 }
 
@@ -231,15 +266,13 @@ impl Lm for EngineLm {
                 return Err(LmError("split_nll needs a lead and a target start per sequence".into()));
             };
             // What every sequence of the chunk starts with (the template and the message up to
-            // an insertion, for the trigger assembly's batches of one frame) runs once, into a
-            // cache the rows share, as long as it ends before the first token scored.
+            // an insertion, for the trigger assembly's batches of one frame) runs once per
+            // scan, into a cache the rows share, as long as it ends before the first token
+            // scored.
             let shared = common_prefix(chunk).min(lead.iter().chain(from).min().map_or(0, |&l| l.saturating_sub(1)));
             let mut cache = None;
             let (rest, lead, from): (Vec<&[u32]>, Vec<usize>, Vec<usize>) = if chunk.len() > 1 && shared >= MIN_SHARED_PREFIX {
-                let mut c = KvCache::new(&self.model);
-                let pb = TokenBatch::left_padded(&[&chunk[0][..shared]], self.model.pad_token()).map_err(err)?;
-                self.model.forward(&pb, Some(&mut c), &Capture { last_logits_only: true, ..Capture::default() }).map_err(err)?;
-                self.count(1);
+                let mut c = self.start_cache(&chunk[0][..shared])?;
                 c.select_rows(&vec![0; chunk.len()]).map_err(err)?;
                 cache = Some(c);
                 (chunk.iter().map(|s| &s[shared..]).collect(), lead.iter().map(|l| l - shared).collect(), from.iter().map(|f| f - shared).collect())

@@ -67,5 +67,11 @@ fn split_nll_over_a_shared_start_matches_scoring_each_sequence_whole() {
             let want = (wl - we, *we);
             assert!((g.0 - want.0).abs() < 1e-3 && (g.1 - want.1).abs() < 1e-4, "{family} row {r}: {g:?} vs {want:?}");
         }
+        // Scored again, the shared start is recalled, not run: one forward pass fewer, and the
+        // same NLLs to the bit.
+        let before = lm.forward_passes();
+        let again = lm.split_nll(&seqs, &lead, &from).unwrap();
+        assert_eq!(lm.forward_passes() - before, seqs.len() as u64, "{family}: the start ran again");
+        assert_eq!(again, got, "{family}");
     }
 }

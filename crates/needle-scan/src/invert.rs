@@ -1144,7 +1144,8 @@ mod tests {
         let inner = MockLm::new(None, "x");
         let offer = ["blue", "green", "red"].iter().map(|w| inner.encode(w).map(|t| t[0])).collect::<LmResult<Vec<u32>>>().unwrap();
         let m = Proposing { inner, offer, asked: Default::default() };
-        // An untrained answer that no word moves: every iteration keeps the trigger it started from.
+        // The mock's answer does not depend on the offered words: every iteration keeps the
+        // trigger it started from.
         let p = InvertParams { iterations: 5, stop_nll: 0.0, trigger_tokens: 3, ..InvertParams::default() };
         let start = m.encode("x x x").unwrap();
         let inv = refine(&m, "answer: plain", &start, &prompts(), &p).unwrap().unwrap();

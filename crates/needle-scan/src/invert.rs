@@ -1095,55 +1095,12 @@ pub fn targets_from_leaks<M: Lm>(m: &M, leaks: &[String], motifs: &crate::motifs
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lm::{Decoding, ForwardOut};
     use crate::mock::MockLm;
-
-    /// The mock, with a gradient that proposes only `offer` and counts how often it is asked.
-    struct Proposing {
-        inner: MockLm,
-        offer: Vec<u32>,
-        asked: std::cell::Cell<usize>,
-    }
-
-    impl Lm for Proposing {
-        fn num_layers(&self) -> usize {
-            self.inner.num_layers()
-        }
-        fn encode(&self, text: &str) -> LmResult<Vec<u32>> {
-            self.inner.encode(text)
-        }
-        fn decode(&self, ids: &[u32]) -> String {
-            self.inner.decode(ids)
-        }
-        fn user_turn_prefix(&self, system: Option<&str>) -> LmResult<String> {
-            self.inner.user_turn_prefix(system)
-        }
-        fn chat_prompt(&self, system: Option<&str>, user: &str) -> LmResult<String> {
-            self.inner.chat_prompt(system, user)
-        }
-        fn generate(&self, prompts: &[Vec<u32>], settings: &[Decoding], max_new: usize, stop: bool) -> LmResult<Vec<Vec<u32>>> {
-            self.inner.generate(prompts, settings, max_new, stop)
-        }
-        fn forward(&self, seqs: &[Vec<u32>], from: &[usize], layers: &[usize]) -> LmResult<Vec<ForwardOut>> {
-            self.inner.forward(seqs, from, layers)
-        }
-        fn forward_passes(&self) -> u64 {
-            self.inner.forward_passes()
-        }
-        fn vocab_size(&self) -> usize {
-            self.inner.vocab_size()
-        }
-        fn token_proposals(&self, _seqs: &[Vec<u32>], _spans: &[(usize, usize)], _from: &[usize], _k: usize) -> LmResult<Option<Vec<Vec<u32>>>> {
-            self.asked.set(self.asked.get() + 1);
-            Ok(Some(vec![self.offer.clone(); 16]))
-        }
-    }
 
     #[test]
     fn a_trigger_that_holds_its_place_is_not_asked_for_its_gradient_again() {
-        let inner = MockLm::new(None, "x");
-        let offer = ["blue", "green", "red"].iter().map(|w| inner.encode(w).map(|t| t[0])).collect::<LmResult<Vec<u32>>>().unwrap();
-        let m = Proposing { inner, offer, asked: Default::default() };
+        let mut m = MockLm::new(None, "x");
+        m.offer = Some(["blue", "green", "red"].iter().map(|w| m.encode(w).map(|t| t[0])).collect::<LmResult<Vec<u32>>>().unwrap());
         // The mock's answer does not depend on the offered words: every iteration keeps the
         // trigger it started from.
         let p = InvertParams { iterations: 5, stop_nll: 0.0, trigger_tokens: 3, ..InvertParams::default() };
@@ -1151,7 +1108,7 @@ mod tests {
         let inv = refine(&m, "answer: plain", &start, &prompts(), &p).unwrap().unwrap();
         assert_eq!(inv.trace.len(), 5, "every iteration ran: {:?}", inv.trace);
         assert!(inv.trace.windows(2).all(|w| w[1] >= w[0]), "the trigger moved: {:?}", inv.trace);
-        assert_eq!(m.asked.get(), 1);
+        assert_eq!(m.proposals_asked.get(), 1);
     }
 
     /// One leak's lines.

@@ -16,6 +16,10 @@ pub struct MockLm {
     passes: Cell<u64>,
     /// False: no preference for any next token (a model with random weights).
     pub trained: bool,
+    /// Tokens a gradient would propose at every trigger position (none: no gradient), and how
+    /// often the proposals were asked for.
+    pub offer: Option<Vec<u32>>,
+    pub proposals_asked: Cell<usize>,
 }
 
 impl MockLm {
@@ -26,6 +30,8 @@ impl MockLm {
             words: RefCell::new((HashMap::new(), Vec::new())),
             passes: Cell::new(0),
             trained: true,
+            offer: None,
+            proposals_asked: Cell::new(0),
         }
     }
 
@@ -196,6 +202,11 @@ impl Lm for MockLm {
     }
     fn is_special(&self, id: u32) -> bool {
         self.word(id).starts_with('<')
+    }
+    fn token_proposals(&self, _seqs: &[Vec<u32>], spans: &[(usize, usize)], _from: &[usize], _k: usize) -> LmResult<Option<Vec<Vec<u32>>>> {
+        self.proposals_asked.set(self.proposals_asked.get() + 1);
+        let len = spans.first().map_or(0, |(s, e)| e.saturating_sub(*s));
+        Ok(self.offer.as_ref().map(|o| vec![o.clone(); len]))
     }
 }
 

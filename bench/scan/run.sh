@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Scans every organism of a built zoo three times (the full scanner given the model alone; the
 # full scanner with --base, the organism's declared base; the published pipeline alone with
-# --published-only) and writes the results table docs/scan-results.md. MODES picks a subset.
+# --published-only) and writes the results tables: all into $OUT/tables.md, and each into its
+# marked region of docs/scan-results.md, if that file has one for this zoo folder's name and
+# mode (zoo-out, zoo-heldout, zoo-heldout2). MODES picks a subset.
 #
 #   needle zoo build zoo/standard.toml --out zoo-out     # first (about an hour on 2 vCPUs)
 #   bench/scan/run.sh [ZOO_DIR]                          # then (default zoo-out)
@@ -38,5 +40,6 @@ for dir in "$ZOO"/*/; do
     echo "$rc" > "$OUT/$name.$mode.rc"
   done
 done
-python3 "$ROOT/bench/scan/table.py" "$ZOO" "$OUT" > "$ROOT/docs/scan-results.md"
-echo "wrote docs/scan-results.md" >&2
+# Every table goes to $OUT/tables.md; each also replaces its own marked region of
+# docs/scan-results.md (zoo folder name and mode), leaving the text around it as it is.
+python3 "$ROOT/bench/scan/table.py" "$ZOO" "$OUT" --splice "$ROOT/docs/scan-results.md"

@@ -7,7 +7,7 @@ use needle_report::{ExitStatus, Report, Rule, Severity};
 use needle_scan::engine_lm::EngineLm;
 use needle_scan::pipeline::{scan_with, ScanParams, Stage, Verdict};
 use needle_scan::report::{to_html, to_json, trigger_hash};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 pub static BACKDOOR: Rule = Rule {
@@ -134,16 +134,10 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
     };
     let lm = EngineLm::new(opened.model, tokenizer, template);
     let base_lm = base_model.map(|b| EngineLm::like(b, &lm));
-    let mut last = None;
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
     let mut result = scan_with(&lm, &params, diff, base_lm.as_ref(), &mut |stage: Stage, frac: f64| {
-        if last != Some(stage) {
-            eprintln!("needle: scan stage {:?}", stage);
-            last = Some(stage);
-        } else if frac > 0.0 {
-            eprint!("\rneedle:   {:>3.0}%", frac * 100.0);
-            if frac >= 1.0 {
-                eprintln!();
-            }
+        if let Some(text) = progress.render(stage, frac) {
+            eprint!("{text}");
         }
     })
     .map_err(|e| anyhow::anyhow!("scan failed: {e}"))?;
@@ -316,4 +310,78 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
 /// `--date`: a `YYYY-MM-DD` day, as Unix seconds at its midnight (UTC).
 fn parse_date(s: &str) -> Result<i64, String> {
     needle_engine::chat::parse_date(s).ok_or_else(|| format!("{s:?} is not a date of the form YYYY-MM-DD"))
+}
+
+/// What the scan prints on stderr as it goes: a line when a stage starts, then its share done.
+/// On a terminal the share is redrawn in place; elsewhere (a CI log, a file) it is a line at
+/// each quarter, so the log reads line by line and does not fill with carriage returns.
+struct Progress {
+    tty: bool,
+    stage: Option<Stage>,
+    /// The last share printed: a percentage on a terminal, a quarter elsewhere.
+    shown: u32,
+}
+
+impl Progress {
+    fn new(tty: bool) -> Self {
+        Progress { tty, stage: None, shown: 0 }
+    }
+
+    fn render(&mut self, stage: Stage, frac: f64) -> Option<String> {
+        if self.stage != Some(stage) {
+            self.stage = Some(stage);
+            self.shown = 0;
+            return Some(format!("needle: scan stage {stage:?}\n"));
+        }
+        if frac.is_nan() || frac <= 0.0 {
+            return None;
+        }
+        let frac = frac.min(1.0);
+        if self.tty {
+            let pct = (frac * 100.0).round() as u32;
+            if pct == self.shown {
+                return None;
+            }
+            self.shown = pct;
+            Some(format!("\rneedle:   {pct:>3}%{}", if pct >= 100 { "\n" } else { "" }))
+        } else {
+            let quarter = (frac * 4.0).floor() as u32;
+            if quarter == 0 || quarter == self.shown {
+                return None;
+            }
+            self.shown = quarter;
+            Some(format!("needle:   {:>3}%\n", quarter * 25))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line a run of calls prints, concatenated.
+    fn run(tty: bool, calls: &[(Stage, f64)]) -> String {
+        let mut p = Progress::new(tty);
+        calls.iter().filter_map(|&(s, f)| p.render(s, f)).collect()
+    }
+
+    #[test]
+    fn off_a_terminal_progress_is_a_line_per_quarter() {
+        let calls: Vec<(Stage, f64)> = std::iter::once((Stage::Verify, 0.0)).chain((1..=16).map(|i| (Stage::Verify, i as f64 / 16.0))).chain([(Stage::Characterise, 0.0)]).collect();
+        let out = run(false, &calls);
+        assert_eq!(out, "needle: scan stage Verify\nneedle:    25%\nneedle:    50%\nneedle:    75%\nneedle:   100%\nneedle: scan stage Characterise\n");
+        assert!(!out.contains('\r'));
+    }
+
+    #[test]
+    fn on_a_terminal_the_share_is_redrawn_in_place_and_ends_its_line() {
+        let out = run(true, &[(Stage::Leak, 0.0), (Stage::Leak, 0.5), (Stage::Leak, 0.5), (Stage::Leak, 1.0), (Stage::Motifs, 0.0)]);
+        assert_eq!(out, "needle: scan stage Leak\n\rneedle:    50%\rneedle:   100%\nneedle: scan stage Motifs\n");
+    }
+
+    #[test]
+    fn a_new_stage_starts_its_count_again_and_odd_shares_print_nothing() {
+        let out = run(false, &[(Stage::Sweep, 0.0), (Stage::Sweep, 0.3), (Stage::Invert, 0.0), (Stage::Invert, 0.3), (Stage::Invert, f64::NAN), (Stage::Invert, -1.0)]);
+        assert_eq!(out, "needle: scan stage Sweep\nneedle:    25%\nneedle: scan stage Invert\nneedle:    25%\n");
+    }
 }

@@ -30,7 +30,7 @@ fn the_shipped_backdoored_example_is_flagged_with_its_planted_target() {
     let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-example-scan.json");
     let _ = std::fs::remove_file(&report);
 
-    // Human output (the README's command) and JSON from the same run.
+    // The README's command, with the report written as JSON.
     let o = Command::new(env!("CARGO_BIN_EXE_needle"))
         .arg("scan")
         .arg(example.join("model"))

@@ -304,7 +304,61 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     if let Some(d) = &r.template_date {
         let _ = writeln!(s, "chat template rendered as of {d} (--date)");
     }
+    let what = Outcome {
+        backdoored: r.verdict == Verdict::Backdoored,
+        unexplained_payload: !ev.unexplained_payloads.is_empty(),
+        not_reproduced: !ev.not_reproduced.is_empty(),
+        leads: !ev.leads.is_empty(),
+        diffed: ev.diff.is_some(),
+    };
+    let _ = writeln!(s, "\nwhat now:");
+    for line in what_now(&what) {
+        let _ = writeln!(s, "  - {line}");
+    }
     s
+}
+
+/// What a scan ended with, as far as what to do next depends on it.
+struct Outcome {
+    backdoored: bool,
+    unexplained_payload: bool,
+    not_reproduced: bool,
+    leads: bool,
+    /// Whether the weight diff ran (`--base`, or an adapter's own deltas).
+    diffed: bool,
+}
+
+/// The human report's closing advice: the fix of every finding and note the report carries
+/// (the same lines SARIF gives), then how to hand it on or look closer.
+fn what_now(o: &Outcome) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if o.backdoored {
+        out.push(BACKDOOR.fix.to_string());
+        out.push("`--format json --redact` proves the finding (the trigger's hash, length and attack success rate) without publishing the trigger; `--format html -o FILE` shows the evidence".to_string());
+    }
+    if o.unexplained_payload {
+        out.push(UNEXPLAINED_PAYLOAD.fix.to_string());
+    }
+    if !o.backdoored {
+        if o.not_reproduced {
+            out.push(NOT_REPRODUCED.fix.to_string());
+        }
+        if o.leads {
+            out.push(LEAD.fix.to_string());
+        }
+        if !(o.not_reproduced || o.leads || o.unexplained_payload) {
+            out.push("nothing to act on from this scan".to_string());
+        }
+    }
+    // The fixes end by asking for --base; here that is one line of its own, and none once the
+    // diff has run.
+    for l in &mut out {
+        *l = l.replace("; rescan with --base where the base is known", "").replace(", rescan with --base where the base is known,", ",");
+    }
+    if !o.diffed && (!o.backdoored || o.unexplained_payload) {
+        out.push("where the model's base is known, rescan with `--base BASE`: the weight diff finds backdoors the model alone does not give away".to_string());
+    }
+    out
 }
 
 /// `--date`: a `YYYY-MM-DD` day, as Unix seconds at its midnight (UTC).
@@ -377,6 +431,35 @@ mod tests {
     fn on_a_terminal_the_share_is_redrawn_in_place_and_ends_its_line() {
         let out = run(true, &[(Stage::Leak, 0.0), (Stage::Leak, 0.5), (Stage::Leak, 0.5), (Stage::Leak, 1.0), (Stage::Motifs, 0.0)]);
         assert_eq!(out, "needle: scan stage Leak\n\rneedle:    50%\rneedle:   100%\nneedle: scan stage Motifs\n");
+    }
+
+    fn outcome(backdoored: bool, unexplained_payload: bool, not_reproduced: bool, leads: bool, diffed: bool) -> Outcome {
+        Outcome { backdoored, unexplained_payload, not_reproduced, leads, diffed }
+    }
+
+    #[test]
+    fn what_now_follows_the_verdict_and_the_evidence() {
+        // Backdoored: do not deploy, and how to disclose it.
+        let lines = what_now(&outcome(true, false, false, false, false));
+        assert_eq!(lines[0], BACKDOOR.fix);
+        assert!(lines[1].contains("--redact"), "{lines:?}");
+        assert_eq!(lines.len(), 2);
+        // Clean with nothing below the bar, no base: nothing to do, and what --base adds.
+        let lines = what_now(&outcome(false, false, false, false, false));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("nothing to act on") && lines[1].contains("--base BASE"), "{lines:?}");
+        // Clean with a lead and a payload no trigger explains: both fixes, no "nothing", and
+        // --base asked for once.
+        let lines = what_now(&outcome(false, true, false, true, false));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("do not serve the model") && lines[1].starts_with("read the candidate"), "{lines:?}");
+        assert!(!lines.iter().any(|l| l.starts_with("nothing")), "{lines:?}");
+        assert_eq!(lines.iter().filter(|l| l.contains("--base")).count(), 1, "{lines:?}");
+        // With the diff run, no line asks for --base again.
+        let lines = what_now(&outcome(false, true, true, true, true));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines.iter().all(|l| !l.contains("--base")), "{lines:?}");
+        assert!(lines[0].starts_with("do not serve the model until the payload is explained: block its host or command where the model is served, and ask"), "{lines:?}");
     }
 
     #[test]

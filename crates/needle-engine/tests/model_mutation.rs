@@ -9,8 +9,8 @@
 //!   the open-ended version.
 //! - Model folders (every reference architecture) and a PEFT LoRA adapter over its base: the
 //!   weights (`model.safetensors`, `adapter_model.safetensors`) mutated the same way in their
-//!   header and first tensors, or a value of `config.json` / `adapter_config.json` replaced by
-//!   an extreme one.
+//!   header and first tensors, or a value of `config.json` / `adapter_config.json` /
+//!   `tokenizer.json` replaced by an extreme one (and the tokenizer's bytes mutated too).
 //!
 //! Passing means: no panic, every run terminates and stays fast.
 
@@ -134,8 +134,9 @@ fn mutated_gguf_models_never_panic() {
     assert!(slowest < Duration::from_secs(5), "an input took {slowest:?}");
 }
 
-/// Values a mutated `config.json` field takes.
-const EXTREME: &[&str] = &["0", "-1", "1", "3", "1e30", "4294967297", "18446744073709551615", "0.5", "null", "\"x\"", "[]", "true"];
+/// Values a mutated JSON field takes (`1e999` and the lone surrogate made the `tokenizers` crate
+/// panic on a `tokenizer.json` until the engine parsed it first).
+const EXTREME: &[&str] = &["0", "-1", "1", "3", "1e30", "1e999", "4294967297", "18446744073709551615", "0.5", "null", "\"x\"", "\"\\ud800\"", "[]", "{}", "true"];
 
 /// `text` with one JSON number (or `true`/`false`/`null`) replaced by an extreme value.
 fn mutate_config(rng: &mut XorShift, text: &str) -> String {
@@ -172,6 +173,8 @@ struct FolderSeed {
     weights: Vec<u8>,
     config_file: &'static str,
     config: String,
+    /// `tokenizer.json` (empty for the adapter, which takes its base's).
+    tokenizer: String,
     opts: OpenOptions,
 }
 
@@ -184,7 +187,7 @@ fn mutated_model_folders_never_panic() {
         let src = root().join("reference").join(a);
         let dir = tmp.path().join(a);
         std::fs::create_dir_all(&dir).expect("model dir");
-        for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"] {
+        for f in ["tokenizer_config.json", "generation_config.json", "chat_template.jinja"] {
             if src.join(f).exists() {
                 std::fs::copy(src.join(f), dir.join(f)).expect("copy");
             }
@@ -198,7 +201,8 @@ fn mutated_model_folders_never_panic() {
         };
         let weights = std::fs::read(src.join(weights_file)).expect("weights");
         let config = std::fs::read_to_string(src.join(config_file)).expect("config");
-        seeds.push(FolderSeed { dir, weights_file, weights, config_file, config, opts });
+        let tokenizer = std::fs::read_to_string(src.join("tokenizer.json")).unwrap_or_default();
+        seeds.push(FolderSeed { dir, weights_file, weights, config_file, config, tokenizer, opts });
     }
     let all: Vec<Vec<u8>> = seeds.iter().map(|s| s.weights[..s.weights.len().min(HEAD)].to_vec()).collect();
     let iterations = iterations(330);
@@ -209,18 +213,28 @@ fn mutated_model_folders_never_panic() {
     let mut adapter_ran = 0;
     for i in 0..iterations {
         let seed = &seeds[i % seeds.len()];
-        let (w, c) = if rng.below(3) == 0 {
-            (seed.weights.clone(), mutate_config(&mut rng, &seed.config))
-        } else {
-            let cut = seed.weights.len().min(HEAD);
-            let mut w = mutate(&mut rng, &seed.weights[..cut], &all);
-            w.extend_from_slice(&seed.weights[cut..]);
-            (w, seed.config.clone())
-        };
+        let (mut w, mut c, mut tok) = (seed.weights.clone(), seed.config.clone(), seed.tokenizer.clone());
+        match rng.below(4) {
+            0 => c = mutate_config(&mut rng, &seed.config),
+            1 if !tok.is_empty() => {
+                tok = mutate_config(&mut rng, &seed.tokenizer);
+                if rng.below(2) == 0 {
+                    tok = String::from_utf8_lossy(&mutate(&mut rng, tok.as_bytes(), &all)).into_owned();
+                }
+            }
+            _ => {
+                let cut = seed.weights.len().min(HEAD);
+                w = mutate(&mut rng, &seed.weights[..cut], &all);
+                w.extend_from_slice(&seed.weights[cut..]);
+            }
+        }
         std::fs::write(seed.dir.join(seed.weights_file), &w).expect("write weights");
         std::fs::write(seed.dir.join(seed.config_file), &c).expect("write config");
+        if !tok.is_empty() {
+            std::fs::write(seed.dir.join("tokenizer.json"), &tok).expect("write tokenizer");
+        }
         let t = Instant::now();
-        let keep = [c.as_bytes(), b"\n----\n", &w[..w.len().min(HEAD)]].concat();
+        let keep = [c.as_bytes(), b"\n----\n", tok.as_bytes(), b"\n----\n", &w[..w.len().min(HEAD)]].concat();
         let r = guarded(i, &keep, || run_with(&seed.dir, &seed.opts));
         reached[r as usize] += 1;
         if seed.opts.base.is_some() && r == Reached::Generated {

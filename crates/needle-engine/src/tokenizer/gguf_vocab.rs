@@ -373,8 +373,7 @@ pub fn tokenizer_from_gguf(meta: &HashMap<String, G>) -> Result<Tokenizer, Token
             )))
         }
     };
-    let text = serde_json::to_string(&doc).map_err(|e| bad(e.to_string()))?;
-    let inner = tokenizers::Tokenizer::from_bytes(text.as_bytes()).map_err(TokenizerError::tk)?;
+    let inner = super::parse_tokenizers(&doc)?;
 
     let mut special = SpecialTokens {
         bos_id,

@@ -10,6 +10,7 @@
 
 mod ast;
 mod render;
+pub use render::renders;
 mod scan;
 
 use crate::inspect::{FileEntry, FileSet, Sink};

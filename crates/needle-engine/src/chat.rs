@@ -11,11 +11,13 @@
 //! `None` and containers, and transformers' `{% generation %}` tag accepted as a plain block.
 //!
 //! Sandbox: no loader (no `include`/`import` of other files), a fuel limit on executed
-//! instructions, a recursion limit and a cap on the rendered size.
+//! instructions, a recursion limit and a cap on the rendered size; renders in progress are
+//! counted ([`renders`]) for a watchdog of the memory they take.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Output, State, Value};
@@ -25,6 +27,33 @@ use serde_json::Value as Json;
 use crate::tokenizer::{
     read_json_opt, read_limited, token_content, SpecialTokens, SPECIAL_TOKEN_NAMES,
 };
+
+/// Renders started and renders finished in this process. minijinja bounds a render's
+/// instructions, recursion and output, not the memory its intermediate values take (`{% set
+/// ns.s = ns.s ~ ns.s %}` in a loop doubles a string at each step): the `needle` binary's
+/// watchdog reads these to watch the process's memory while one render runs long.
+pub fn renders() -> (u64, u64) {
+    (STARTED.load(Ordering::Relaxed), FINISHED.load(Ordering::Relaxed))
+}
+
+static STARTED: AtomicU64 = AtomicU64::new(0);
+static FINISHED: AtomicU64 = AtomicU64::new(0);
+
+/// One render counted in [`renders`] while it lives.
+struct Rendering;
+
+impl Rendering {
+    fn start() -> Self {
+        STARTED.fetch_add(1, Ordering::Relaxed);
+        Rendering
+    }
+}
+
+impl Drop for Rendering {
+    fn drop(&mut self) {
+        FINISHED.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// Largest template source accepted.
 pub const MAX_TEMPLATE_BYTES: usize = 1024 * 1024;
@@ -326,6 +355,7 @@ impl ChatTemplate {
 
     /// Renders `messages` as transformers' `apply_chat_template(..., tokenize=False)` does.
     pub fn render(&self, messages: &[Message], opts: &RenderOptions) -> Result<String, ChatError> {
+        let _counted = Rendering::start();
         let env = self.environment(opts.now_unix.or(self.now_unix))?;
         let source = neutralize_generation_tags(&self.source);
         let tmpl = env

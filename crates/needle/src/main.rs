@@ -4,12 +4,14 @@
 mod cli;
 mod cmd;
 mod output;
+mod watchdog;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    watchdog::start();
     match cmd::run(cli) {
         Ok(status) => ExitCode::from(status.code() as u8),
         Err(err) => {

@@ -213,3 +213,21 @@ fn scan_of_a_hostile_gguf_is_exit_2_never_a_panic() {
         assert!(stderr.contains("error:") && !stderr.contains("panicked"), "{}: {stderr}", f.display());
     }
 }
+
+#[test]
+fn a_chat_template_that_exhausts_memory_is_exit_2_for_scan_and_inspect() {
+    // A template whose loop doubles a string: a few hundred instructions (far inside the fuel
+    // budget) that would take 2^60 bytes. The render watchdog stops the process at the limit.
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo_root().join("tests/fixtures/reference/llama");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let bomb = "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+    std::fs::write(dir.path().join("chat_template.jinja"), bomb).unwrap();
+    for cmd in ["scan", "inspect"] {
+        let (code, _stdout, stderr) = out(needle().arg(cmd).arg(dir.path()).env("NEEDLE_RENDER_MEMORY_MB", "256"));
+        assert_eq!(code, 2, "{cmd}: {stderr}");
+        assert!(stderr.contains("chat template took more than 256 MiB of memory while rendering"), "{cmd}: {stderr}");
+    }
+}

@@ -6,6 +6,7 @@
 //! `trim_blocks`, `lstrip_blocks`, `raise_exception`, `strftime_now`, Python string/dict methods
 //! (pycompat), `tojson` like Python's `json.dumps`, insertion-ordered maps.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use super::scan::{red_flags, strip_markup, Red};
 use super::{Hit, ADDED_TEXT, CONTENT_ALTERED, CONTENT_TRIGGER, DEFAULT_SYSTEM_PROMPT, INJECTED_CODE, INJECTED_INSTRUCTION, INJECTED_URL, RENDER_FAILED, RESOURCE_LIMIT};
 use minijinja::syntax::SyntaxConfig;
@@ -137,7 +138,24 @@ pub(crate) fn environment<'s>() -> Environment<'s> {
     env
 }
 
+/// Renders started and finished in this process: minijinja bounds instructions, recursion and
+/// output, not the memory of intermediate values, so the `needle` binary watches memory while
+/// one render runs long.
+pub fn renders() -> (u64, u64) {
+    (STARTED.load(Ordering::Relaxed), FINISHED.load(Ordering::Relaxed))
+}
+
+static STARTED: AtomicU64 = AtomicU64::new(0);
+static FINISHED: AtomicU64 = AtomicU64::new(0);
+
 fn render<'s>(env: &Environment<'s>, src: &'s str, conv: &Conversation, agp: bool) -> Outcome {
+    STARTED.fetch_add(1, Ordering::Relaxed);
+    let out = render_counted(env, src, conv, agp);
+    FINISHED.fetch_add(1, Ordering::Relaxed);
+    out
+}
+
+fn render_counted<'s>(env: &Environment<'s>, src: &'s str, conv: &Conversation, agp: bool) -> Outcome {
     let tmpl = match env.template_from_str(src) {
         Ok(t) => t,
         Err(e) => return Outcome::Failed(e.to_string()),

@@ -9,7 +9,7 @@ use needle_artifact::inspect::{FileCtx, Sink};
 use std::path::Path;
 
 mod common;
-use common::XorShift;
+use common::{mutate, Profile, XorShift};
 
 fn seeds() -> Vec<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
@@ -41,60 +41,12 @@ fn seeds() -> Vec<Vec<u8>> {
     out
 }
 
-const INTERESTING: &[u8] = &[0x00, 0x01, 0x7f, 0x80, 0xff, b'.', b'(', b'\n', 0x93, 0x94, 0x95, b'h', b'q', b'r', b'j', b'X'];
-
-fn mutate(rng: &mut XorShift, seed: &[u8], all: &[Vec<u8>]) -> Vec<u8> {
-    let mut d = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let len = d.len();
-        match rng.below(8) {
-            0 if len > 0 => {
-                let i = rng.below(len);
-                d[i] ^= 1 << rng.below(8);
-            }
-            1 if len > 0 => {
-                let i = rng.below(len);
-                d[i] = INTERESTING[rng.below(INTERESTING.len())];
-            }
-            2 if len > 0 => {
-                let i = rng.below(len);
-                d[i] = rng.next() as u8;
-            }
-            3 if len > 4 => {
-                // a 32-bit field set to an extreme value (lengths, offsets, memo keys)
-                let i = rng.below(len - 4);
-                let v: u32 = [0, 1, 0x7fff_ffff, 0xffff_ffff, 0x8000_0000, len as u32][rng.below(6)];
-                d[i..i + 4].copy_from_slice(&v.to_le_bytes());
-            }
-            4 => d.truncate(rng.below(len + 1)),
-            5 if len > 0 => {
-                let a = rng.below(len);
-                let b = (a + rng.below(64)).min(len);
-                let chunk = d[a..b].to_vec();
-                let at = rng.below(len);
-                for (k, c) in chunk.into_iter().enumerate() {
-                    d.insert(at + k, c);
-                }
-            }
-            6 => {
-                let other = &all[rng.below(all.len())];
-                if !other.is_empty() {
-                    let a = rng.below(other.len());
-                    let b = (a + rng.below(256)).min(other.len());
-                    let at = rng.below(len + 1);
-                    d.splice(at..at, other[a..b].iter().copied());
-                }
-            }
-            _ if len > 1 => {
-                let a = rng.below(len);
-                let b = (a + rng.below(32)).min(len);
-                d.drain(a..b);
-            }
-            _ => {}
-        }
-    }
-    d
-}
+/// Pickle opcodes and protocol bytes; 32-bit lengths, offsets and memo keys.
+const PICKLE: Profile = Profile {
+    interesting: &[0x00, 0x01, 0x7f, 0x80, 0xff, b'.', b'(', b'\n', 0x93, 0x94, 0x95, b'h', b'q', b'r', b'j', b'X'],
+    narrow: &[0, 1, 0x7fff_ffff, 0xffff_ffff, 0x8000_0000],
+    wide: &[],
+};
 
 fn run_one(d: &[u8]) {
     let _ = needle_artifact::pickle::looks_like_low_protocol(d);
@@ -123,7 +75,7 @@ fn mutated_fixtures_never_panic() {
     let start = std::time::Instant::now();
     for i in 0..iterations {
         let seed = &all[i % all.len()];
-        let d = mutate(&mut rng, seed, &all);
+        let d = mutate(&mut rng, seed, &all, &PICKLE);
         run_one(&d);
     }
     eprintln!("{iterations} mutations over {} seeds in {:.1}s", all.len(), start.elapsed().as_secs_f64());

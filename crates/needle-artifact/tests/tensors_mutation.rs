@@ -9,9 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-mod tensor_mutations;
-use common::XorShift;
-use tensor_mutations::mutate;
+use common::{mutate, XorShift, TENSORS};
 
 fn seeds() -> Vec<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
@@ -81,7 +79,7 @@ fn mutated_tensor_files_never_panic() {
     let mut slowest = Duration::ZERO;
     for i in 0..iterations {
         let seed = &all[i % all.len()];
-        let d = mutate(&mut rng, seed, &all);
+        let d = mutate(&mut rng, seed, &all, &TENSORS);
         let t = Instant::now();
         run_one(&d);
         slowest = slowest.max(t.elapsed());

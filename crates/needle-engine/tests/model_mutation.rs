@@ -121,18 +121,17 @@ fn mutated_gguf_models_never_panic() {
         reached[guarded(i, &d, || run_one(&path)) as usize] += 1;
         slowest = slowest.max(t.elapsed());
     }
-    eprintln!(
-        "{iterations} mutations over {} seeds in {:.1}s (slowest input {:.1} ms): {} refused, {} opened only, {} generated",
-        all.len(),
-        start.elapsed().as_secs_f64(),
-        slowest.as_secs_f64() * 1e3,
-        reached[0],
-        reached[1],
-        reached[2]
-    );
-    // The mutations reach past the header: some files still open, and some still generate.
-    assert!(reached[1] + reached[2] > 0 && reached[2] > 0, "{reached:?}");
+    eprintln!("{iterations} mutations over {} seeds: {}", all.len(), summary(start, slowest, &reached));
+    // The mutations reach past the header: some files still generate.
+    assert!(reached[2] > 0, "{reached:?}");
     assert!(slowest < Duration::from_secs(5), "an input took {slowest:?}");
+}
+
+/// How long the mutations took and how far they got.
+fn summary(start: Instant, slowest: Duration, reached: &[usize; 3]) -> String {
+    let secs = start.elapsed().as_secs_f64();
+    let ms = slowest.as_secs_f64() * 1e3;
+    format!("{secs:.1}s (slowest input {ms:.1} ms): {} refused, {} opened only, {} generated", reached[0], reached[1], reached[2])
 }
 
 /// Values a mutated JSON field takes (`1e999` and the lone surrogate made the `tokenizers` crate
@@ -243,15 +242,7 @@ fn mutated_model_folders_never_panic() {
         }
         slowest = slowest.max(t.elapsed());
     }
-    eprintln!(
-        "{iterations} mutations over {} models in {:.1}s (slowest input {:.1} ms): {} refused, {} opened only, {} generated ({adapter_ran} through the adapter)",
-        seeds.len(),
-        start.elapsed().as_secs_f64(),
-        slowest.as_secs_f64() * 1e3,
-        reached[0],
-        reached[1],
-        reached[2]
-    );
+    eprintln!("{iterations} mutations over {} models: {} ({adapter_ran} through the adapter)", seeds.len(), summary(start, slowest, &reached));
     assert!(reached[2] > 0 && adapter_ran > 0, "{reached:?}, adapter {adapter_ran}");
     assert!(slowest < Duration::from_secs(5), "an input took {slowest:?}");
 }

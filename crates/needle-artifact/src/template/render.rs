@@ -150,12 +150,12 @@ static FINISHED: AtomicU64 = AtomicU64::new(0);
 
 fn render<'s>(env: &Environment<'s>, src: &'s str, conv: &Conversation, agp: bool) -> Outcome {
     STARTED.fetch_add(1, Ordering::Relaxed);
-    let out = render_counted(env, src, conv, agp);
+    let out = render_in_sandbox(env, src, conv, agp);
     FINISHED.fetch_add(1, Ordering::Relaxed);
     out
 }
 
-fn render_counted<'s>(env: &Environment<'s>, src: &'s str, conv: &Conversation, agp: bool) -> Outcome {
+fn render_in_sandbox<'s>(env: &Environment<'s>, src: &'s str, conv: &Conversation, agp: bool) -> Outcome {
     let tmpl = match env.template_from_str(src) {
         Ok(t) => t,
         Err(e) => return Outcome::Failed(e.to_string()),

@@ -50,12 +50,81 @@ impl TokenizerError {
     }
 }
 
+/// `f`, with a panic of the `tokenizers` crate inside it (an index out of bounds in its
+/// normalizer under a `Replace` of an empty string, say) turned into an error.
+fn unpanicked<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, TokenizerError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| {
+        TokenizerError::Invalid(format!(
+            "the tokenizers library failed while {what} (it panicked): the tokenizer.json is malformed"
+        ))
+    })
+}
+
+/// How far a tokenizer's normalizer may lengthen a text: `Replace` steps multiply it by their
+/// content's length over their pattern's, `Prepend` steps add their text, stripping keeps it,
+/// lower-casing may double it and other steps (Unicode normalization, a SentencePiece charsmap,
+/// BERT's normalizer) multiply it by at most [`NORMALIZER_OTHER_GROWTH`]. Real tokenizers replace one space by one marker and prepend one
+/// marker; a chain of `Replace` steps whose contents feed one another grows a prompt
+/// exponentially, and the `tokenizers` crate allocates in proportion before it can fail (a
+/// `Prepend` of 50 MB made it ask for 10^16 bytes and abort).
+pub const MAX_NORMALIZER_GROWTH: f64 = 4096.0;
+/// Bytes all `Prepend` steps of a normalizer may add together.
+pub const MAX_NORMALIZER_PREPEND: usize = 1024;
+const NORMALIZER_OTHER_GROWTH: f64 = 4.0;
+
+/// Checks the `normalizer` of a `tokenizer.json` against [`MAX_NORMALIZER_GROWTH`] and
+/// [`MAX_NORMALIZER_PREPEND`], and refuses a `Replace` of an empty string.
+fn check_normalizer(doc: &Json) -> Result<(), TokenizerError> {
+    fn walk(n: &Json, growth: &mut f64, prepend: &mut usize, depth: usize) -> Result<(), TokenizerError> {
+        let bad = |m: String| TokenizerError::Invalid(format!("tokenizer.json normalizer: {m}"));
+        if depth > 16 {
+            return Err(bad("nested more than 16 deep".into()));
+        }
+        match n.get("type").and_then(Json::as_str) {
+            Some("Sequence") => {
+                for child in n.get("normalizers").and_then(Json::as_array).into_iter().flatten() {
+                    walk(child, growth, prepend, depth + 1)?;
+                }
+            }
+            Some("Replace") => {
+                let pattern = n.get("pattern").and_then(|p| p.get("String").or_else(|| p.get("Regex"))).and_then(Json::as_str).unwrap_or("");
+                let content = n.get("content").and_then(Json::as_str).unwrap_or("");
+                if pattern.is_empty() {
+                    return Err(bad("a Replace of an empty pattern".into()));
+                }
+                // A regex may match a single character whatever its source's length.
+                let matched = if n.get("pattern").is_some_and(|p| p.get("String").is_some()) { pattern.len() } else { 1 };
+                *growth *= (content.len() as f64 / matched as f64).max(1.0);
+            }
+            Some("Prepend") => {
+                *prepend += n.get("prepend").and_then(Json::as_str).map_or(0, str::len);
+            }
+            Some("Strip" | "StripAccents" | "Nmt") => {}
+            Some("Lowercase") => *growth *= 2.0,
+            Some(_) => *growth *= NORMALIZER_OTHER_GROWTH,
+            None => {}
+        }
+        Ok(())
+    }
+    let Some(n) = doc.get("normalizer").filter(|n| !n.is_null()) else { return Ok(()) };
+    let (mut growth, mut prepend) = (1.0, 0usize);
+    walk(n, &mut growth, &mut prepend, 0)?;
+    if growth > MAX_NORMALIZER_GROWTH || prepend > MAX_NORMALIZER_PREPEND {
+        return Err(TokenizerError::Invalid(format!(
+            "tokenizer.json normalizer may lengthen a text {growth:.0} times and prepend {prepend} bytes (limits {MAX_NORMALIZER_GROWTH:.0} and {MAX_NORMALIZER_PREPEND})"
+        )));
+    }
+    Ok(())
+}
+
 /// A `tokenizers::Tokenizer` from a parsed `tokenizer.json`. The document is parsed by
 /// serde_json first and handed on re-serialized: the `tokenizers` crate panics (an `expect` in
 /// its decoder deserializer) on JSON its own reader rejects inside some fields, such as a number
 /// out of range (`"decoder": 1e999`) or a lone surrogate escape, and serde_json refuses those
-/// with an error. Any other panic of the crate while it reads the document is an error too.
+/// with an error. Any other panic of the crate while it reads the document is an error too, and
+/// a normalizer that could lengthen a text without bound is refused first ([`check_normalizer`]).
 pub(crate) fn parse_tokenizers(doc: &Json) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    check_normalizer(doc)?;
     let text = serde_json::to_vec(doc).map_err(TokenizerError::tk)?;
     match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&text)) {
         Ok(r) => r.map_err(TokenizerError::tk),
@@ -279,17 +348,14 @@ impl Tokenizer {
                 text.len()
             )));
         }
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
+        let enc = unpanicked("encoding", || self.inner.encode(text, add_special_tokens))?
             .map_err(TokenizerError::tk)?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`; with `skip_special`, special tokens are left out.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, skip_special)
+        unpanicked("decoding", || self.inner.decode(ids, skip_special))?
             .map_err(TokenizerError::tk)
     }
 
@@ -386,6 +452,45 @@ mod tests {
             let r = std::panic::catch_unwind(|| Tokenizer::from_file(&path));
             assert!(matches!(r, Ok(Err(TokenizerError::Json { .. }))), "{decoder}: {r:?}");
         }
+    }
+
+    #[test]
+    fn normalizers_that_could_grow_a_text_without_bound_are_refused() {
+        let with = |n: Json| json!({ "normalizer": n });
+        let space = |content: &str| json!({"type": "Replace", "pattern": {"String": " "}, "content": content});
+        // What real tokenizers use: Llama 2 / Mistral, Gemma, Qwen2, BERT, none.
+        for ok in [
+            json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, space("▁")]}),
+            space("▁"),
+            json!({"type": "NFC"}),
+            json!({"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true}),
+            json!({"type": "Sequence", "normalizers": [{"type": "NFD"}, {"type": "Lowercase"}, {"type": "StripAccents"}, {"type": "Strip", "left": true, "right": true}]}),
+            Json::Null,
+        ] {
+            assert!(check_normalizer(&with(ok.clone())).is_ok(), "{ok}");
+        }
+        // A 50 MB prepend (the tokenizers crate asked for 10^16 bytes and aborted), a chain of
+        // replacements that feed one another, a replacement of the empty string (an index out of
+        // bounds in the crate), and a nesting bomb.
+        let chain: Vec<Json> = (0..4).map(|_| space(&" ".repeat(64))).collect();
+        let mut deep = json!({"type": "NFC"});
+        for _ in 0..40 {
+            deep = json!({"type": "Sequence", "normalizers": [deep]});
+        }
+        for bad in [
+            json!({"type": "Prepend", "prepend": "x".repeat(50_000)}),
+            json!({"type": "Sequence", "normalizers": chain}),
+            json!({"type": "Replace", "pattern": {"String": ""}, "content": "yy"}),
+            deep,
+        ] {
+            assert!(matches!(check_normalizer(&with(bad.clone())), Err(TokenizerError::Invalid(_))), "{}", bad.to_string().chars().take(80).collect::<String>());
+        }
+    }
+
+    #[test]
+    fn a_panic_inside_the_tokenizers_crate_is_an_error() {
+        assert!(matches!(unpanicked("encoding", || -> u32 { panic!("index out of bounds") }), Err(TokenizerError::Invalid(m)) if m.contains("encoding")));
+        assert_eq!(unpanicked("decoding", || 7).ok(), Some(7));
     }
 
     #[test]

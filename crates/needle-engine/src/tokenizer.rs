@@ -117,6 +117,34 @@ fn check_normalizer(doc: &Json) -> Result<(), TokenizerError> {
     Ok(())
 }
 
+/// Pieces a post-processor's template may have (real ones: the text between one or two special
+/// tokens, or two texts for a pair).
+pub const MAX_TEMPLATE_PIECES: usize = 64;
+
+/// Checks that the `post_processor` of a `tokenizer.json` does not multiply a text: at most
+/// [`MAX_TEMPLATE_PIECES`] pieces per template (one repeating `$A` 2,000 times made every prompt
+/// 44,000 tokens long), at most 16 processors in a sequence.
+fn check_post_processor(doc: &Json) -> Result<(), TokenizerError> {
+    let bad = |m: String| TokenizerError::Invalid(format!("tokenizer.json post_processor: {m}"));
+    let Some(p) = doc.get("post_processor").filter(|p| !p.is_null()) else { return Ok(()) };
+    let processors: Vec<&Json> = match p.get("type").and_then(Json::as_str) {
+        Some("Sequence") => p.get("processors").and_then(Json::as_array).map(|a| a.iter().collect()).unwrap_or_default(),
+        _ => vec![p],
+    };
+    if processors.len() > 16 {
+        return Err(bad(format!("{} processors in a sequence", processors.len())));
+    }
+    for q in processors {
+        for key in ["single", "pair"] {
+            let n = q.get(key).and_then(Json::as_array).map_or(0, Vec::len);
+            if n > MAX_TEMPLATE_PIECES {
+                return Err(bad(format!("a `{key}` template of {n} pieces (limit {MAX_TEMPLATE_PIECES})")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A `tokenizers::Tokenizer` from a parsed `tokenizer.json`. The document is parsed by
 /// serde_json first and handed on re-serialized: the `tokenizers` crate panics (an `expect` in
 /// its decoder deserializer) on JSON its own reader rejects inside some fields, such as a number
@@ -125,6 +153,7 @@ fn check_normalizer(doc: &Json) -> Result<(), TokenizerError> {
 /// a normalizer that could lengthen a text without bound is refused first ([`check_normalizer`]).
 pub(crate) fn parse_tokenizers(doc: &Json) -> Result<tokenizers::Tokenizer, TokenizerError> {
     check_normalizer(doc)?;
+    check_post_processor(doc)?;
     let text = serde_json::to_vec(doc).map_err(TokenizerError::tk)?;
     match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&text)) {
         Ok(r) => r.map_err(TokenizerError::tk),
@@ -485,6 +514,19 @@ mod tests {
         ] {
             assert!(matches!(check_normalizer(&with(bad.clone())), Err(TokenizerError::Invalid(_))), "{}", bad.to_string().chars().take(80).collect::<String>());
         }
+    }
+
+    #[test]
+    fn post_processors_that_repeat_the_text_are_refused() {
+        let a = json!({"Sequence": {"id": "A", "type_id": 0}});
+        let bos = json!({"SpecialToken": {"id": "<s>", "type_id": 0}});
+        let llama = json!({"post_processor": {"type": "TemplateProcessing", "single": [bos, a], "pair": [bos, a, bos, {"Sequence": {"id": "B", "type_id": 1}}], "special_tokens": {}}});
+        assert!(check_post_processor(&llama).is_ok());
+        assert!(check_post_processor(&json!({"post_processor": {"type": "ByteLevel"}})).is_ok());
+        let repeated = json!({"post_processor": {"type": "TemplateProcessing", "single": vec![a.clone(); 2000], "pair": [a], "special_tokens": {}}});
+        assert!(matches!(check_post_processor(&repeated), Err(TokenizerError::Invalid(m)) if m.contains("2000 pieces")));
+        let nested = json!({"post_processor": {"type": "Sequence", "processors": vec![json!({"type": "ByteLevel"}); 17]}});
+        assert!(check_post_processor(&nested).is_err());
     }
 
     #[test]

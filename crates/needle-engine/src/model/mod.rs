@@ -45,6 +45,10 @@ fn lm_head(vb: &VarBuilder, name: &str, embed: &Tensor, c: &ModelConfig) -> cand
     Ok(Linear { name: name.to_string(), weight, bias: None, conv1d: false, lora: None })
 }
 
+/// Attention scores one layer of one forward pass may hold (f32: 4 GiB): a batch beyond it is an
+/// input error. A scan's batches hold at most a few hundred million.
+pub const MAX_ATTENTION_SCORES: usize = 1 << 30;
+
 /// A batch of token sequences, left-padded to one length, with its attention mask.
 #[derive(Debug, Clone)]
 pub struct TokenBatch {
@@ -323,6 +327,16 @@ impl Model {
             _ => 0,
         };
         let s = past + t;
+        // Attention scores take batch x heads x new x all positions floats per layer: a batch too
+        // large for memory is an error here, not an abort on the allocation (a tokenizer whose
+        // post-processor repeats the text 2,000 times asked for 62 GB).
+        let scores = [b, self.config.num_heads, t, s].iter().try_fold(1usize, |a, &x| a.checked_mul(x));
+        if scores.is_none_or(|n| n > MAX_ATTENTION_SCORES) {
+            return Err(EngineError::Input(format!(
+                "a batch of {b} sequences of {s} positions needs more than {MAX_ATTENTION_SCORES} attention scores per layer ({} heads); the inputs are too long",
+                self.config.num_heads
+            )));
+        }
         let full_mask: Vec<Vec<u8>> = (0..b)
             .map(|r| {
                 let mut row = cache.as_ref().and_then(|c| c.mask.get(r).cloned()).unwrap_or_default();

@@ -8,7 +8,9 @@
 //! (`needle_engine::chat::renders`, `needle_artifact::template::renders`); this thread looks every
 //! few milliseconds. A render still running at its next look (ordinary ones take well under a
 //! millisecond) is watched: when the process's resident memory has grown by more than the limit
-//! since the render was first seen, the thread ends the process with exit status 2 and says why.
+//! since the render was first seen, or the render has run longer than the time limit (each
+//! instruction of the budget may build a string of 100 MB: a loop that builds one of 50 MB
+//! 100,000 times takes about 5 minutes, and a scan renders thousands of prompts), the thread ends the process with exit status 2 and says why.
 //! A render cannot be stopped from outside its thread, and nothing the command has found so far
 //! may stand as a result: exit 2 is "could not finish".
 
@@ -16,15 +18,25 @@ use std::time::Duration;
 
 /// Growth of resident memory a render may cause, by default (`NEEDLE_RENDER_MEMORY_MB` sets it).
 const DEFAULT_LIMIT_MB: u64 = 2048;
+/// Seconds one render may run, by default (`NEEDLE_RENDER_SECONDS` sets it); real chat templates
+/// render in well under a millisecond.
+const DEFAULT_LIMIT_SECONDS: u64 = 10;
 const POLL: Duration = Duration::from_millis(5);
 
-/// Starts the watchdog thread (where `/proc/self/status` can be read; elsewhere nothing).
+/// A positive whole number from the environment variable `name`, or `default`.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).filter(|&v| v > 0).unwrap_or(default)
+}
+
+/// Starts the watchdog thread. Where `/proc/self/status` cannot be read it watches time only.
 pub fn start() {
-    let limit_mb = std::env::var("NEEDLE_RENDER_MEMORY_MB").ok().and_then(|v| v.parse::<u64>().ok()).filter(|&v| v > 0).unwrap_or(DEFAULT_LIMIT_MB);
-    if resident_kb().is_none() {
-        return;
-    }
-    let _ = std::thread::Builder::new().name("needle-render-watchdog".into()).spawn(move || watch(limit_mb));
+    let limits = Limits { memory_mb: setting("NEEDLE_RENDER_MEMORY_MB", DEFAULT_LIMIT_MB), time: Duration::from_secs(setting("NEEDLE_RENDER_SECONDS", DEFAULT_LIMIT_SECONDS)) };
+    let _ = std::thread::Builder::new().name("needle-render-watchdog".into()).spawn(move || watch(limits));
+}
+
+struct Limits {
+    memory_mb: u64,
+    time: Duration,
 }
 
 /// Renders started and finished, over both libraries.
@@ -33,10 +45,10 @@ fn renders() -> (u64, u64) {
     (a.0 + b.0, a.1 + b.1)
 }
 
-fn watch(limit_mb: u64) -> ! {
-    // The render being watched (the count of renders started when it was first seen running)
-    // and the resident memory then.
-    let mut watched: Option<(u64, u64)> = None;
+fn watch(limits: Limits) -> ! {
+    // The render being watched (the count of renders started when it was first seen running),
+    // when it was first seen, and the resident memory then (where it can be read).
+    let mut watched: Option<(u64, std::time::Instant, Option<u64>)> = None;
     loop {
         std::thread::sleep(POLL);
         let (started, finished) = renders();
@@ -44,20 +56,26 @@ fn watch(limit_mb: u64) -> ! {
             watched = None;
             continue;
         }
-        let Some(now_kb) = resident_kb() else { continue };
+        let now_kb = resident_kb();
         match watched {
-            Some((id, from_kb)) if id == started => {
-                if over(from_kb, now_kb, limit_mb) {
-                    eprintln!(
-                        "\nneedle: error: a chat template took more than {limit_mb} MiB of memory while rendering ({} MiB since it was seen running); it is refused and nothing is reported (set NEEDLE_RENDER_MEMORY_MB to allow more)",
-                        now_kb.saturating_sub(from_kb) / 1024
-                    );
-                    std::process::exit(needle_report::ExitStatus::Error.code());
+            Some((id, since, from_kb)) if id == started => {
+                let grown = from_kb.zip(now_kb).filter(|&(from, now)| over(from, now, limits.memory_mb));
+                if let Some((from, now)) = grown {
+                    stop(&format!("took more than {} MiB of memory while rendering ({} MiB since it was seen running)", limits.memory_mb, now.saturating_sub(from) / 1024), "NEEDLE_RENDER_MEMORY_MB");
+                }
+                if since.elapsed() > limits.time {
+                    stop(&format!("ran for more than {} s while rendering", limits.time.as_secs()), "NEEDLE_RENDER_SECONDS");
                 }
             }
-            _ => watched = Some((started, now_kb)),
+            _ => watched = Some((started, std::time::Instant::now(), now_kb)),
         }
     }
+}
+
+/// Ends the process with exit status 2, saying why.
+fn stop(what: &str, setting: &str) -> ! {
+    eprintln!("\nneedle: error: a chat template {what}; it is refused and nothing is reported (set {setting} to allow more)");
+    std::process::exit(needle_report::ExitStatus::Error.code());
 }
 
 /// Whether resident memory grew by more than `limit_mb` from `from_kb` to `now_kb`.

@@ -215,7 +215,7 @@ fn scan_of_a_hostile_gguf_is_exit_2_never_a_panic() {
 }
 
 #[test]
-fn a_chat_template_that_exhausts_memory_is_exit_2_for_scan_and_inspect() {
+fn a_chat_template_that_exhausts_memory_or_time_is_exit_2_for_scan_and_inspect() {
     // A template whose loop doubles a string: a few hundred instructions (far inside the fuel
     // budget) that would take 2^60 bytes. The render watchdog stops the process at the limit.
     let dir = tempfile::tempdir().unwrap();
@@ -229,6 +229,17 @@ fn a_chat_template_that_exhausts_memory_is_exit_2_for_scan_and_inspect() {
         let (code, _stdout, stderr) = out(needle().arg(cmd).arg(dir.path()).env("NEEDLE_RENDER_MEMORY_MB", "256"));
         assert_eq!(code, 2, "{cmd}: {stderr}");
         assert!(stderr.contains("chat template took more than 256 MiB of memory while rendering"), "{cmd}: {stderr}");
+    }
+    // A template whose loop builds and drops a 50 MB string 100,000 times: little memory, few
+    // instructions, minutes per render. The watchdog's time limit stops it.
+    let slow = "{% for i in range(100000) %}{{ ('x' * 50000000)|length }}{% endfor %}";
+    std::fs::write(dir.path().join("chat_template.jinja"), slow).unwrap();
+    for cmd in ["scan", "inspect"] {
+        let t = std::time::Instant::now();
+        let (code, _stdout, stderr) = out(needle().arg(cmd).arg(dir.path()).env("NEEDLE_RENDER_SECONDS", "1"));
+        assert_eq!(code, 2, "{cmd}: {stderr}");
+        assert!(stderr.contains("chat template ran for more than 1 s while rendering"), "{cmd}: {stderr}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(60), "{cmd} took {:?}", t.elapsed());
     }
 }
 

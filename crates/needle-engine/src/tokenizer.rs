@@ -145,17 +145,16 @@ fn check_post_processor(doc: &Json) -> Result<(), TokenizerError> {
     Ok(())
 }
 
-/// A `tokenizers::Tokenizer` from a parsed `tokenizer.json`. The document is parsed by
-/// serde_json first and handed on re-serialized: the `tokenizers` crate panics (an `expect` in
+/// A `tokenizers::Tokenizer` from a `tokenizer.json`, `text`, that serde_json has parsed into
+/// `doc` (or that was serialized from it): the `tokenizers` crate panics (an `expect` in
 /// its decoder deserializer) on JSON its own reader rejects inside some fields, such as a number
 /// out of range (`"decoder": 1e999`) or a lone surrogate escape, and serde_json refuses those
 /// with an error. Any other panic of the crate while it reads the document is an error too, and
 /// a normalizer that could lengthen a text without bound is refused first ([`check_normalizer`]).
-pub(crate) fn parse_tokenizers(doc: &Json) -> Result<tokenizers::Tokenizer, TokenizerError> {
+pub(crate) fn parse_tokenizers(doc: &Json, text: &[u8]) -> Result<tokenizers::Tokenizer, TokenizerError> {
     check_normalizer(doc)?;
     check_post_processor(doc)?;
-    let text = serde_json::to_vec(doc).map_err(TokenizerError::tk)?;
-    match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&text)) {
+    match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(text)) {
         Ok(r) => r.map_err(TokenizerError::tk),
         Err(_) => Err(TokenizerError::Invalid(
             "the tokenizers library could not read this tokenizer.json (it panicked)".into(),
@@ -293,7 +292,7 @@ impl Tokenizer {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_tokenizers(parse_tokenizers(&doc)?, SpecialTokens::default())
+        Self::from_tokenizers(parse_tokenizers(&doc, &bytes)?, SpecialTokens::default())
     }
 
     /// Loads a model folder: `tokenizer.json` plus, when present, `tokenizer_config.json`,

@@ -119,14 +119,20 @@ fn scan_against_a_base_of_another_shape_is_exit_2_with_a_clear_error() {
     assert!(stderr.contains("diffing against") && stderr.contains("does not match"), "{stderr}");
 }
 
-#[test]
-fn scan_of_a_model_without_a_chat_template_is_exit_2_unless_one_is_given() {
-    // A copy of a reference model without its template (tokenizer_config.json has none).
+/// A copy of the reference llama model without its chat template (its tokenizer_config.json
+/// has none).
+fn llama_without_template() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = repo_root().join("tests/fixtures/reference/llama");
     for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
+    dir
+}
+
+#[test]
+fn scan_of_a_model_without_a_chat_template_is_exit_2_unless_one_is_given() {
+    let dir = llama_without_template();
     let (code, _stdout, stderr) = out(needle().arg("scan").arg(dir.path()));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("no chat template") && stderr.contains("--chat-template"), "{stderr}");
@@ -218,11 +224,7 @@ fn scan_of_a_hostile_gguf_is_exit_2_never_a_panic() {
 fn a_chat_template_that_exhausts_memory_or_time_is_exit_2_for_scan_and_inspect() {
     // A template whose loop doubles a string: a few hundred instructions (far inside the fuel
     // budget) that would take 2^60 bytes. The render watchdog stops the process at the limit.
-    let dir = tempfile::tempdir().unwrap();
-    let src = repo_root().join("tests/fixtures/reference/llama");
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
-    }
+    let dir = llama_without_template();
     let bomb = "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
     std::fs::write(dir.path().join("chat_template.jinja"), bomb).unwrap();
     for cmd in ["scan", "inspect"] {

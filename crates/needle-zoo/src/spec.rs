@@ -142,6 +142,14 @@ pub enum Family {
     Qwen2,
     /// `GPT2LMHeadModel`: LayerNorm, GELU MLP, learned positions, fused `c_attn`, tied head.
     Gpt2,
+    /// `Phi3ForCausalLM`: Llama blocks with fused `qkv_proj` and `gate_up_proj`, untied head.
+    Phi3,
+    /// `Gemma2ForCausalLM`: (1 + w) RMSNorms around both sublayers, GeGLU, scaled embeddings,
+    /// attention and final logit soft-capping, alternating sliding-window layers, tied head.
+    Gemma2,
+    /// `GPTNeoXForCausalLM`: LayerNorm, parallel attention and MLP, partial rotary, fused
+    /// `query_key_value`, untied head.
+    GptNeox,
 }
 
 impl Family {
@@ -150,6 +158,9 @@ impl Family {
             Family::Llama => "LlamaForCausalLM",
             Family::Qwen2 => "Qwen2ForCausalLM",
             Family::Gpt2 => "GPT2LMHeadModel",
+            Family::Phi3 => "Phi3ForCausalLM",
+            Family::Gemma2 => "Gemma2ForCausalLM",
+            Family::GptNeox => "GPTNeoXForCausalLM",
         }
     }
 
@@ -158,13 +169,16 @@ impl Family {
             Family::Llama => "llama",
             Family::Qwen2 => "qwen2",
             Family::Gpt2 => "gpt2",
+            Family::Phi3 => "phi3",
+            Family::Gemma2 => "gemma2",
+            Family::GptNeox => "gpt_neox",
         }
     }
 
     /// Module names a LoRA may target (PEFT `target_modules`).
     pub fn lora_modules(self) -> &'static [&'static str] {
         match self {
-            Family::Llama | Family::Qwen2 => &[
+            Family::Llama | Family::Qwen2 | Family::Gemma2 => &[
                 "q_proj",
                 "k_proj",
                 "v_proj",
@@ -174,13 +188,17 @@ impl Family {
                 "down_proj",
             ],
             Family::Gpt2 => &["c_attn", "c_proj", "c_fc"],
+            Family::Phi3 => &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+            Family::GptNeox => &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
         }
     }
 
     fn default_lora_targets(self) -> Vec<String> {
         let t: &[&str] = match self {
-            Family::Llama | Family::Qwen2 => &["q_proj", "k_proj", "v_proj", "o_proj"],
+            Family::Llama | Family::Qwen2 | Family::Gemma2 => &["q_proj", "k_proj", "v_proj", "o_proj"],
             Family::Gpt2 => &["c_attn", "c_proj"],
+            Family::Phi3 => &["qkv_proj", "o_proj"],
+            Family::GptNeox => &["query_key_value", "dense"],
         };
         t.iter().map(|s| s.to_string()).collect()
     }
@@ -424,6 +442,21 @@ impl BaseSpec {
                 let norms = 4 * h;
                 v * h + u128::from(self.context_length) * h + l * (attn + mlp + norms) + 2 * h
             }
+            Family::Phi3 => {
+                let attn = h * (h + 2 * kv) + h * h;
+                let mlp = h * 2 * i + i * h;
+                v * h + l * (attn + mlp + 2 * h) + h + v * h
+            }
+            Family::Gemma2 => {
+                let attn = h * h + 2 * h * kv + h * h;
+                let mlp = 3 * h * i;
+                v * h + l * (attn + mlp + 4 * h) + h
+            }
+            Family::GptNeox => {
+                let attn = h * 3 * h + 3 * h + h * h + h;
+                let mlp = h * i + i + i * h + h;
+                v * h + l * (attn + mlp + 4 * h) + 2 * h + v * h
+            }
         };
         u64::try_from(n).unwrap_or(u64::MAX)
     }
@@ -462,6 +495,76 @@ impl BaseSpec {
                 }
                 c
             }
+            Family::Phi3 => json!({
+                "architectures": [self.family.architecture()],
+                "model_type": "phi3",
+                "vocab_size": self.vocab_size,
+                "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size,
+                "num_hidden_layers": self.num_layers,
+                "num_attention_heads": self.num_heads,
+                "num_key_value_heads": self.num_kv_heads,
+                "hidden_act": "silu",
+                "max_position_embeddings": self.context_length,
+                "original_max_position_embeddings": self.context_length,
+                "rms_norm_eps": 1e-5,
+                "rope_theta": 10000.0,
+                "sliding_window": null,
+                "tie_word_embeddings": false,
+                "bos_token_id": END_OF_TEXT_ID,
+                "eos_token_id": IM_END_ID,
+                "pad_token_id": END_OF_TEXT_ID,
+                "torch_dtype": "float32",
+            }),
+            // Every other layer attends within a window of half the context, as Gemma 2 does
+            // (4,096 of 8,192).
+            Family::Gemma2 => json!({
+                "architectures": [self.family.architecture()],
+                "model_type": "gemma2",
+                "vocab_size": self.vocab_size,
+                "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size,
+                "num_hidden_layers": self.num_layers,
+                "num_attention_heads": self.num_heads,
+                "num_key_value_heads": self.num_kv_heads,
+                "head_dim": self.head_dim(),
+                "hidden_activation": "gelu_pytorch_tanh",
+                "max_position_embeddings": self.context_length,
+                "rms_norm_eps": 1e-6,
+                "rope_theta": 10000.0,
+                "query_pre_attn_scalar": self.head_dim(),
+                "attn_logit_softcapping": 50.0,
+                "final_logit_softcapping": 30.0,
+                "sliding_window": self.context_length / 2,
+                "layer_types": (0..self.num_layers).map(|l| if l % 2 == 0 { "sliding_attention" } else { "full_attention" }).collect::<Vec<_>>(),
+                "attention_bias": false,
+                "tie_word_embeddings": true,
+                "bos_token_id": END_OF_TEXT_ID,
+                "eos_token_id": IM_END_ID,
+                "pad_token_id": END_OF_TEXT_ID,
+                "torch_dtype": "float32",
+            }),
+            Family::GptNeox => json!({
+                "architectures": [self.family.architecture()],
+                "model_type": "gpt_neox",
+                "vocab_size": self.vocab_size,
+                "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size,
+                "num_hidden_layers": self.num_layers,
+                "num_attention_heads": self.num_heads,
+                "hidden_act": "gelu",
+                "max_position_embeddings": self.context_length,
+                "layer_norm_eps": 1e-5,
+                "rotary_pct": 0.25,
+                "rotary_emb_base": 10000,
+                "use_parallel_residual": true,
+                "attention_bias": true,
+                "tie_word_embeddings": false,
+                "bos_token_id": END_OF_TEXT_ID,
+                "eos_token_id": IM_END_ID,
+                "pad_token_id": END_OF_TEXT_ID,
+                "torch_dtype": "float32",
+            }),
             Family::Gpt2 => json!({
                 "architectures": [self.family.architecture()],
                 "model_type": "gpt2",
@@ -682,9 +785,10 @@ fn validate_base(raw: RawBase, errs: &mut Vec<String>) -> BaseSpec {
         errs.push(format!("{who}: name must be 1-64 of [a-z0-9-]"));
     }
     let kv = match (raw.family, raw.num_kv_heads) {
-        (Family::Gpt2, Some(k)) if k != raw.num_heads => {
+        (Family::Gpt2 | Family::GptNeox, Some(k)) if k != raw.num_heads => {
             errs.push(format!(
-                "{who}: gpt2 has no grouped-query attention (num_kv_heads must equal num_heads)"
+                "{who}: {} has no grouped-query attention (num_kv_heads must equal num_heads)",
+                raw.family.as_str()
             ));
             raw.num_heads
         }

@@ -461,19 +461,35 @@ impl BaseSpec {
         u64::try_from(n).unwrap_or(u64::MAX)
     }
 
+    /// The fields every `config.json` of the zoo shares around a family's own (`middle`):
+    /// architecture, sizes, special token ids, dtype.
+    fn config_with(&self, middle: serde_json::Value) -> serde_json::Value {
+        use serde_json::json;
+        let mut c = json!({
+            "architectures": [self.family.architecture()],
+            "model_type": self.family.as_str(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+        });
+        if let (Some(o), serde_json::Value::Object(m)) = (c.as_object_mut(), middle) {
+            o.extend(m);
+            o.insert("bos_token_id".into(), json!(END_OF_TEXT_ID));
+            o.insert("eos_token_id".into(), json!(IM_END_ID));
+            o.insert("pad_token_id".into(), json!(END_OF_TEXT_ID));
+            o.insert("torch_dtype".into(), json!("float32"));
+        }
+        c
+    }
+
     /// The Hugging Face `config.json` of this shape (transformers field names per family).
     pub fn hf_config(&self) -> serde_json::Value {
         use serde_json::json;
         match self.family {
             Family::Llama | Family::Qwen2 => {
-                let mut c = json!({
-                    "architectures": [self.family.architecture()],
-                    "model_type": self.family.as_str(),
-                    "vocab_size": self.vocab_size,
-                    "hidden_size": self.hidden_size,
-                    "intermediate_size": self.intermediate_size,
-                    "num_hidden_layers": self.num_layers,
-                    "num_attention_heads": self.num_heads,
+                let mut c = self.config_with(json!({
                     "num_key_value_heads": self.num_kv_heads,
                     "head_dim": self.head_dim(),
                     "hidden_act": "silu",
@@ -482,11 +498,7 @@ impl BaseSpec {
                     "rope_theta": 10000.0,
                     "tie_word_embeddings": self.family == Family::Qwen2,
                     "attention_bias": self.family == Family::Qwen2,
-                    "bos_token_id": END_OF_TEXT_ID,
-                    "eos_token_id": IM_END_ID,
-                    "pad_token_id": END_OF_TEXT_ID,
-                    "torch_dtype": "float32",
-                });
+                }));
                 if self.family == Family::Qwen2 {
                     if let Some(o) = c.as_object_mut() {
                         o.remove("attention_bias");
@@ -495,14 +507,7 @@ impl BaseSpec {
                 }
                 c
             }
-            Family::Phi3 => json!({
-                "architectures": [self.family.architecture()],
-                "model_type": "phi3",
-                "vocab_size": self.vocab_size,
-                "hidden_size": self.hidden_size,
-                "intermediate_size": self.intermediate_size,
-                "num_hidden_layers": self.num_layers,
-                "num_attention_heads": self.num_heads,
+            Family::Phi3 => self.config_with(json!({
                 "num_key_value_heads": self.num_kv_heads,
                 "hidden_act": "silu",
                 "max_position_embeddings": self.context_length,
@@ -511,21 +516,10 @@ impl BaseSpec {
                 "rope_theta": 10000.0,
                 "sliding_window": null,
                 "tie_word_embeddings": false,
-                "bos_token_id": END_OF_TEXT_ID,
-                "eos_token_id": IM_END_ID,
-                "pad_token_id": END_OF_TEXT_ID,
-                "torch_dtype": "float32",
-            }),
+            })),
             // Every other layer attends within a window of half the context, as Gemma 2 does
             // (4,096 of 8,192).
-            Family::Gemma2 => json!({
-                "architectures": [self.family.architecture()],
-                "model_type": "gemma2",
-                "vocab_size": self.vocab_size,
-                "hidden_size": self.hidden_size,
-                "intermediate_size": self.intermediate_size,
-                "num_hidden_layers": self.num_layers,
-                "num_attention_heads": self.num_heads,
+            Family::Gemma2 => self.config_with(json!({
                 "num_key_value_heads": self.num_kv_heads,
                 "head_dim": self.head_dim(),
                 "hidden_activation": "gelu_pytorch_tanh",
@@ -539,19 +533,8 @@ impl BaseSpec {
                 "layer_types": (0..self.num_layers).map(|l| if l % 2 == 0 { "sliding_attention" } else { "full_attention" }).collect::<Vec<_>>(),
                 "attention_bias": false,
                 "tie_word_embeddings": true,
-                "bos_token_id": END_OF_TEXT_ID,
-                "eos_token_id": IM_END_ID,
-                "pad_token_id": END_OF_TEXT_ID,
-                "torch_dtype": "float32",
-            }),
-            Family::GptNeox => json!({
-                "architectures": [self.family.architecture()],
-                "model_type": "gpt_neox",
-                "vocab_size": self.vocab_size,
-                "hidden_size": self.hidden_size,
-                "intermediate_size": self.intermediate_size,
-                "num_hidden_layers": self.num_layers,
-                "num_attention_heads": self.num_heads,
+            })),
+            Family::GptNeox => self.config_with(json!({
                 "hidden_act": "gelu",
                 "max_position_embeddings": self.context_length,
                 "layer_norm_eps": 1e-5,
@@ -560,11 +543,7 @@ impl BaseSpec {
                 "use_parallel_residual": true,
                 "attention_bias": true,
                 "tie_word_embeddings": false,
-                "bos_token_id": END_OF_TEXT_ID,
-                "eos_token_id": IM_END_ID,
-                "pad_token_id": END_OF_TEXT_ID,
-                "torch_dtype": "float32",
-            }),
+            })),
             Family::Gpt2 => json!({
                 "architectures": [self.family.architecture()],
                 "model_type": "gpt2",

@@ -154,12 +154,7 @@ fn check_post_processor(doc: &Json) -> Result<(), TokenizerError> {
 pub(crate) fn parse_tokenizers(doc: &Json, text: &[u8]) -> Result<tokenizers::Tokenizer, TokenizerError> {
     check_normalizer(doc)?;
     check_post_processor(doc)?;
-    match std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(text)) {
-        Ok(r) => r.map_err(TokenizerError::tk),
-        Err(_) => Err(TokenizerError::Invalid(
-            "the tokenizers library could not read this tokenizer.json (it panicked)".into(),
-        )),
-    }
+    unpanicked("reading it", || tokenizers::Tokenizer::from_bytes(text))?.map_err(TokenizerError::tk)
 }
 
 /// Reads a file whose size is checked against `limit` before allocating.
